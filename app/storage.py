@@ -1,0 +1,86 @@
+"""Where files live under MODELS_DIR: destinations, partial files and their sidecars."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path, PurePosixPath
+
+# Partial files live in a hidden folder on the same filesystem as their destination, so the
+# final rename is atomic, and out of the way of tools that scan the models directory.
+WORK_DIRNAME = ".modelpull"
+PARTIAL_SUFFIX = ".part"
+SIDECAR_SUFFIX = ".part.json"
+
+_REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+REPO_ID_RE = re.compile(rf"{_REPO_PART}/{_REPO_PART}", re.ASCII)
+_FORBIDDEN_CHARS = frozenset('\\\x00:*?"<>|')
+
+
+def check_repo_id(value: object) -> str:
+    """Return a Hub repo id (`org/name`) or raise ValueError saying what is wrong."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a repo id like org/name")
+    # fullmatch: "$" would let a trailing newline through.
+    if "--" in value or ".." in value or not REPO_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a repo id like org/name")
+    return value
+
+
+def check_relative_path(value: object) -> str:
+    """Return a normalised relative POSIX path that stays inside its root, or raise ValueError."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty relative path")
+    if len(value) > 1000:
+        raise ValueError("is longer than 1000 characters")
+    if any(ch in _FORBIDDEN_CHARS or ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in value):
+        raise ValueError(f"{value!r} contains a forbidden character")
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        raise ValueError(f"{value!r} is an absolute path")
+    # Check the raw segments: PurePosixPath would quietly drop "." and empty ones.
+    segments = value.split("/")
+    if any(seg in ("", ".", "..") or not seg.strip() for seg in segments):
+        raise ValueError(f"{value!r} is not a plain relative file path")
+    if segments[0] == WORK_DIRNAME:
+        raise ValueError(f"{value!r} is inside the service's own work folder")
+    return str(path)
+
+
+def dest_path(models_dir: Path, dest: str) -> Path:
+    """The absolute destination of a file, refusing anything that escapes models_dir."""
+    root = models_dir.resolve()
+    target = (root / check_relative_path(dest)).resolve()
+    # resolve() follows symlinks: a link planted inside the models dir must not lead out.
+    if target != root and root not in target.parents:
+        raise ValueError(f"{dest!r} escapes the models directory")
+    return target
+
+
+def work_dir(models_dir: Path) -> Path:
+    """The hidden folder for partial files."""
+    return models_dir / WORK_DIRNAME / "partial"
+
+
+def partial_path(models_dir: Path, dest: str) -> Path:
+    """The partial file that becomes `dest` once complete and verified."""
+    return work_dir(models_dir) / (check_relative_path(dest) + PARTIAL_SUFFIX)
+
+
+def sidecar_path(models_dir: Path, dest: str) -> Path:
+    """The sidecar recording which byte ranges of the partial file are done."""
+    return work_dir(models_dir) / (check_relative_path(dest) + SIDECAR_SUFFIX)
+
+
+def partial_bytes(models_dir: Path, dest: str) -> int | None:
+    """Bytes already fetched for `dest`, or None when no partial exists."""
+    part = partial_path(models_dir, dest)
+    if not part.exists():
+        return None
+    sidecar = sidecar_path(models_dir, dest)
+    try:
+        data = json.loads(sidecar.read_text())
+        return sum(int(end) - int(start) for start, end in data["done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        # No usable sidecar: the partial was written front to back, so its size is the count.
+        return part.stat().st_size

@@ -1,0 +1,1 @@
+"""The web tier: blueprints, each bound in `app.create_app`."""

@@ -1,0 +1,179 @@
+"""The REST API (DESIGN.md "HTTP API"): views translate HTTP into `app.downloads` calls."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+
+from app import downloads, jobs
+from app.catalog import CatalogModel, model_status
+from app.errors import NothingToDownloadError
+from app.events import job_to_dict
+from app.models import JobStatus
+from app.web.errors import ApiError
+from app.web.state import db, state_of
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+MAX_FILES = 100
+MAX_PAGE = 200
+
+
+def _model(model_id: str) -> CatalogModel:
+    model = state_of(current_app).catalog.get(model_id)
+    if model is None:
+        raise ApiError(404, "not_found", f"no model {model_id!r} in the catalog")
+    return model
+
+
+def _job_id(job_id: str) -> str:
+    if not JOB_ID_RE.match(job_id):
+        raise ApiError(404, "not_found", "no such job")
+    return job_id
+
+
+def _json_object(allowed: set[str], required: set[str]) -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "body: must be a JSON object")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, "invalid_request", f"{unknown[0]}: unknown field")
+    missing = sorted(required - set(body))
+    if missing:
+        raise ApiError(400, "invalid_request", f"{missing[0]}: required")
+    return body
+
+
+@bp.get("/models")
+def list_models() -> ResponseReturnValue:
+    """The catalog with per-file status; missing models included and flagged."""
+    state = state_of(current_app)
+    models = []
+    for model in state.catalog.models:
+        status = model_status(state.settings.models_dir, model)
+        status["missing"] = not status["allPresent"]
+        models.append(status)
+    return jsonify(models=models)
+
+
+@bp.get("/models/<model_id>/files")
+def model_files(model_id: str) -> ResponseReturnValue:
+    """Per-file status of one model: path, exists, size, humanSize, partial bytes."""
+    return jsonify(model_status(state_of(current_app).settings.models_dir, _model(model_id)))
+
+
+@bp.post("/models/<model_id>/download")
+def download_model(model_id: str) -> ResponseReturnValue:
+    """Start a job for the model's missing files (202), or say it is present (200)."""
+    model = _model(model_id)
+    state = state_of(current_app)
+    try:
+        job = downloads.start_model_download(
+            state.sessions, state.dispatcher, state.settings, model
+        )
+    except NothingToDownloadError as exc:
+        return jsonify(modelId=model.id, allPresent=True, message=str(exc)), 200
+    return _accepted(job)
+
+
+@bp.post("/downloads")
+def download_files() -> ResponseReturnValue:
+    """An ad-hoc job: `{repo, files: [...], revision?}` (202)."""
+    body = _json_object({"repo", "files", "revision"}, {"repo", "files"})
+    repo, files, revision = body["repo"], body["files"], body.get("revision", "main")
+    if not isinstance(repo, str):
+        raise ApiError(400, "invalid_request", "repo: must be a string like org/name")
+    if not isinstance(files, list) or not files or len(files) > MAX_FILES:
+        raise ApiError(400, "invalid_request", f"files: must be a list of 1 to {MAX_FILES} names")
+    for i, name in enumerate(files):
+        if not isinstance(name, str):
+            raise ApiError(400, "invalid_request", f"files[{i}]: must be a string")
+    if not isinstance(revision, str) or not revision:
+        raise ApiError(400, "invalid_request", "revision: must be a non-empty string")
+    # Ad-hoc files land under their repo's folder: two repos' "model.safetensors" (or a
+    # catalog model's file) can never overwrite each other.
+    specs = [
+        jobs.FileSpec(repo, name, revision, dest=f"{repo}/{name}")
+        if isinstance(repo, str)
+        else jobs.FileSpec(repo, name, revision)
+        for name in files
+    ]
+    state = state_of(current_app)
+    job = downloads.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
+    return _accepted(job)
+
+
+def _accepted(job: dict[str, Any]) -> Response:
+    response = jsonify(job)
+    response.status_code = 202
+    response.headers["Location"] = f"/api/models/download/status/{job['jobId']}"
+    return response
+
+
+@bp.get("/models/download/status/<job_id>")
+def job_status(job_id: str) -> ResponseReturnValue:
+    """One job with its files."""
+    return jsonify(job_to_dict(jobs.get_job(db(), _job_id(job_id))))
+
+
+@bp.get("/models/download/jobs")
+def job_list() -> ResponseReturnValue:
+    """Jobs newest first: `?status=&limit=&cursor=` → `{jobs, nextCursor}`."""
+    raw_status = request.args.get("status")
+    status = None
+    if raw_status:
+        try:
+            status = JobStatus(raw_status)
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobStatus)
+            raise ApiError(400, "invalid_request", f"status: one of {allowed}") from None
+    raw_limit = request.args.get("limit", "50")
+    if not re.fullmatch(r"[0-9]{1,4}", raw_limit, re.ASCII) or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise ApiError(400, "invalid_request", f"limit: an integer from 1 to {MAX_PAGE}")
+    page, cursor = jobs.list_jobs(
+        db(), status=status, limit=int(raw_limit), cursor=request.args.get("cursor") or None
+    )
+    return jsonify(jobs=[job_to_dict(j) for j in page], nextCursor=cursor)
+
+
+def _control(job_id: str, action: str) -> ResponseReturnValue:
+    state = state_of(current_app)
+    return jsonify(downloads.control_job(state.sessions, state.dispatcher, _job_id(job_id), action))
+
+
+@bp.post("/models/download/<job_id>/cancel")
+def cancel(job_id: str) -> ResponseReturnValue:
+    """Cancel a job: unfinished files stop and their partials are deleted."""
+    return _control(job_id, "cancel")
+
+
+@bp.post("/models/download/<job_id>/pause")
+def pause(job_id: str) -> ResponseReturnValue:
+    """Pause a job: running files stop, partials are kept."""
+    return _control(job_id, "pause")
+
+
+@bp.post("/models/download/<job_id>/resume")
+def resume(job_id: str) -> ResponseReturnValue:
+    """Resume a paused job from its partials."""
+    return _control(job_id, "resume")
+
+
+@bp.post("/models/download/<job_id>/retry")
+def retry(job_id: str) -> ResponseReturnValue:
+    """Retry a failed job's failed files from their partials."""
+    return _control(job_id, "retry")
+
+
+@bp.delete("/models/download/<job_id>")
+def delete(job_id: str) -> ResponseReturnValue:
+    """Forget a finished job (its files stay on disk)."""
+    session = db()
+    jobs.delete_job(session, _job_id(job_id))
+    session.commit()
+    return "", 204

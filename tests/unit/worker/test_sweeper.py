@@ -1,0 +1,98 @@
+"""The sweeper against a real job store and a private Redis (no workers needed)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+
+from app import jobs, storage
+from app.models import FileStatus, JobStatus, utcnow
+from app.queue import QUEUE
+from app.settings import Settings
+from tests.support import RedisServer
+from worker.runtime import Runtime, build_runtime
+from worker.sweeper import Sweeper
+
+
+@pytest.fixture
+def rt(tmp_path: Path, db_url: str) -> Iterator[Runtime]:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    settings = Settings(
+        models_dir=tmp_path / "models",
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        redis_url=server.url,
+        download_lease_seconds=5,
+        download_max_attempts=2,
+    )
+    runtime = build_runtime(settings)
+    yield runtime
+    server.stop()
+
+
+def _queued(rt: Runtime) -> list[bytes]:
+    return list(redis.Redis.from_url(rt.settings.redis_url).lrange(QUEUE, 0, -1))
+
+
+def _job(rt: Runtime, *names: str) -> list[str]:
+    with rt.sessions.begin() as s:
+        job = jobs.create_job(s, [jobs.FileSpec("org/r", n) for n in names], method="native")
+        return [f.id for f in job.files]
+
+
+def test_lost_files_are_requeued_or_failed_and_unsent_ones_sent(rt: Runtime) -> None:
+    lost, poison, unsent = _job(rt, "a.bin", "b.bin", "c.bin")
+    long_ago = utcnow() - timedelta(minutes=5)
+    with rt.sessions.begin() as s:
+        jobs.claim_file(s, lost, worker="dead:1:x", now=long_ago)
+        jobs.claim_file(s, poison, worker="dead:1:y", now=long_ago)
+        # The poison file has killed a worker before: this was its last allowed attempt.
+        s.execute(
+            jobs.update(jobs.DownloadFile).where(jobs.DownloadFile.id == poison).values(attempts=2)
+        )
+    result = Sweeper(rt).sweep()
+    assert result["requeued"] == [lost] and result["failed"] == [poison]
+    assert set(result["sent"]) == {lost, unsent}
+    with rt.sessions() as s:
+        assert jobs.get_file(s, lost).status is FileStatus.QUEUED
+        failed = jobs.get_file(s, poison)
+        assert failed.status is FileStatus.FAILED and "lost 2 times" in (failed.error or "")
+        assert jobs.get_file(s, unsent).published_at is not None
+        assert jobs.get_job(s, failed.job_id).status is JobStatus.DOWNLOADING
+    assert len(_queued(rt)) == 2
+    # Nothing left to do: a second sweep sends nothing more (the queue is not empty).
+    assert Sweeper(rt).sweep()["sent"] == []
+
+
+def test_a_delayed_retry_is_not_sent_early(rt: Runtime) -> None:
+    (file_id,) = _job(rt, "a.bin")
+    rt.dispatcher.enqueue(rt.sessions, [file_id], countdown=600)
+    redis.Redis.from_url(rt.settings.redis_url).delete(QUEUE)  # as if held by a worker
+    assert Sweeper(rt).sweep()["sent"] == []
+
+
+def test_orphan_partials_are_deleted_and_wanted_ones_kept(rt: Runtime) -> None:
+    models = rt.settings.models_dir
+    (wanted,) = _job(rt, "kept.bin")
+    paths = {}
+    for dest in ("kept.bin", "org/x/orphan.bin", "fresh.bin"):
+        part = storage.partial_path(models, dest)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(b"x")
+        storage.sidecar_path(models, dest).write_text("{}")
+        paths[dest] = part
+    old = time.time() - 60
+    for dest in ("kept.bin", "org/x/orphan.bin"):
+        os.utime(paths[dest], (old, old))
+    assert Sweeper(rt).sweep()["cleaned"] == ["org/x/orphan.bin"]
+    assert not paths["org/x/orphan.bin"].exists()
+    assert not storage.sidecar_path(models, "org/x/orphan.bin").exists()
+    assert paths["kept.bin"].exists() and paths["fresh.bin"].exists()
+    assert wanted

@@ -1,0 +1,1 @@
+"""Workers: Celery tasks and the download engines (built in later issues)."""

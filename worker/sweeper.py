@@ -1,0 +1,152 @@
+"""Finds files that would otherwise wait forever and sends them again.
+
+- A file whose worker stopped heartbeating (killed with its machine, frozen) has a lease
+  that expires: it is queued again and resumes from its partial, or failed for good once
+  it has used up its attempts.
+- A queued file whose message never reached the broker (Redis down when the job was
+  created, or the web process died before sending) is sent.
+- A queued file whose message was lost inside the broker (a Redis restart without
+  persistence) is sent again once the queue has drained and it is still waiting.
+One worker sweeps per interval (a Redis lock); duplicates are harmless anyway, since only
+one claim of a row can win.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from datetime import timedelta
+
+from app import events, jobs, storage
+from app.models import FileStatus, utcnow
+from app.queue import QUEUE, redis_client
+from worker.cache import DestLease
+from worker.downloadlog import fields
+from worker.runtime import Runtime
+
+LOCK_KEY = "modelpull:sweeper"
+log = logging.getLogger(__name__)
+
+
+class Sweeper:
+    """The periodic sweep of one worker process."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.broker = redis_client(rt.settings.celery_broker_url)
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep every interval until `stop` is set."""
+        interval = self.rt.settings.sweep_interval_seconds
+        while not stop.wait(interval):
+            try:
+                if self.rt.redis.set(LOCK_KEY, self.rt.name, nx=True, ex=max(1, interval - 1) or 1):
+                    self.sweep()
+            except Exception as exc:  # Redis or the DB away: try next time
+                log.warning("sweep skipped: %s", type(exc).__name__)
+
+    def sweep(self) -> dict[str, list[str]]:
+        """One pass; returns the file ids it acted on."""
+        s = self.rt.settings
+        now = utcnow()
+        with self.rt.sessions.begin() as session:
+            stale = jobs.requeue_stale(
+                session,
+                stale_before=now - timedelta(seconds=s.download_lease_seconds),
+                max_attempts=s.download_max_attempts,
+                now=now,
+            )
+            unpublished = jobs.unpublished_files(session)
+        lost: list[str] = []
+        if self._queue_empty():
+            with self.rt.sessions() as session:
+                older = now - timedelta(seconds=max(30, 3 * s.sweep_interval_seconds))
+                lost = jobs.queued_published_before(session, older)
+        resend = list(dict.fromkeys([*stale.requeued, *unpublished, *lost]))
+        if resend:
+            self.rt.dispatcher.enqueue(self.rt.sessions, resend)
+        if stale.requeued or stale.failed:
+            self._announce([*stale.requeued, *stale.failed])
+        cleaned = self._clean_orphans()
+        return {
+            "requeued": stale.requeued,
+            "failed": stale.failed,
+            "sent": resend,
+            "cleaned": cleaned,
+        }
+
+    def _clean_orphans(self) -> list[str]:
+        """Delete partials that no unfinished file wants (a job deleted after a cancel, a
+        file cancelled while its worker was dead), under the destination's lease."""
+        s = self.rt.settings
+        work = storage.work_dir(s.models_dir)
+        if not work.is_dir():
+            return []
+        quiet_since = time.time() - 2 * s.download_lease_seconds
+        cleaned: list[str] = []
+        for part in work.rglob(f"*{storage.PARTIAL_SUFFIX}"):
+            dest = str(part.relative_to(work))[: -len(storage.PARTIAL_SUFFIX)]
+            try:
+                if part.stat().st_mtime > quiet_since:
+                    continue  # written recently: someone may be working on it
+                with self.rt.sessions() as session:
+                    if jobs.dest_wanted_elsewhere(session, dest, besides=""):
+                        continue
+                lease = DestLease(self.rt.redis, dest, ttl_seconds=s.download_lease_seconds)
+                if not lease.try_acquire():
+                    continue
+                try:
+                    for path in (part, storage.sidecar_path(s.models_dir, dest)):
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                finally:
+                    lease.release()
+            except (OSError, ValueError):
+                continue
+            cleaned.append(dest)
+            self.rt.log.info("cleaned %s", fields(dest=dest, reason="no job wants this partial"))
+        return cleaned
+
+    def _queue_empty(self) -> bool:
+        try:
+            return int(self.broker.llen(QUEUE)) == 0
+        except Exception:
+            return False
+
+    def _announce(self, file_ids: list[str]) -> None:
+        with self.rt.sessions() as session:
+            batch = []
+            for file_id in file_ids:
+                row = jobs.get_file(session, file_id)
+                job = jobs.get_job(session, row.job_id)
+                what = "requeued" if row.status is FileStatus.QUEUED else "failed"
+                self.rt.log.warning(
+                    "lease expired, %s %s",
+                    what,
+                    fields(
+                        job=job.id,
+                        file=row.id,
+                        repo=row.repo,
+                        name=row.file_name,
+                        engine=self.rt.engine.name,
+                        attempts=row.attempts,
+                        error=row.error,
+                    ),
+                )
+                batch.append(
+                    events.file_event(
+                        job,
+                        row,
+                        status=row.status,
+                        bytes_done=row.bytes_done,
+                        total=row.size,
+                        overall_done=job.bytes_done,
+                        overall_total=job.total_bytes,
+                        error=row.error,
+                    )
+                )
+                if job.status.is_terminal:
+                    batch.append(events.job_event(job))
+        self.rt.dispatcher.publish(batch)
