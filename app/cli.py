@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     web = sub.add_parser("web", help="run the web tier under gunicorn")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=8000)
-    web.add_argument("--threads", type=int, default=32, help="threads; one per open WebSocket")
+    web.add_argument("--threads", type=int, default=128, help="threads; one per open WebSocket")
 
     worker = sub.add_parser("worker", help="run a download worker (Celery, queue 'downloads')")
     worker.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
@@ -33,6 +34,11 @@ def percent(done: int, total: int | None) -> float:
     if not total:
         return 0.0
     return round(min(100.0, 100.0 * done / total), 1)
+
+
+def sent_at() -> int:
+    """When an event was made, in Unix milliseconds: lets a client see how old it is."""
+    return time.time_ns() // 1_000_000
 
 
 def file_event(
@@ -69,6 +75,7 @@ def file_event(
         "eta": None if eta is None else round(eta, 1),
         "status": status.value,
         "seq": seq,
+        "sentAt": sent_at(),
     }
     if status is FileStatus.FAILED:
         data["error"] = error
@@ -90,6 +97,7 @@ def job_event(job: DownloadJob, *, seq: int = 0) -> dict[str, Any]:
         "totalBytes": total,
         "status": job.status.value,
         "seq": seq,
+        "sentAt": sent_at(),
     }
     if job.status is JobStatus.FAILED:
         data["error"] = job.error

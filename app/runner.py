@@ -143,13 +143,14 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     def start_web(self, env: Mapping[str, str]) -> str:
-        """gunicorn with threads: each open WebSocket holds one thread."""
+        """gunicorn with threads: each open WebSocket holds one thread, so 128 leave room for
+        about a hundred dashboards (bench/scale.py runs 50 live clients) plus the API."""
         argv = [
             sys.executable, "-m", "gunicorn",
             "--bind", f"{self.host}:{self.port}",
             "--worker-class", "gthread",
             "--workers", "1",
-            "--threads", "32",
+            "--threads", "128",
             "--no-control-socket",
             "--graceful-timeout", "10",
             "app:create_app()",

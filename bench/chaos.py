@@ -1,0 +1,495 @@
+"""Chaos: many downloads through two workers while workers die, Redis restarts and the Hub
+misbehaves. Nothing may be corrupt, nothing incomplete may ever be visible.
+
+    python bench/chaos.py [--quick] [--downloads N] [--max-mib M] [--seed S] [--out PATH]
+
+A real stack: the imitation Hub (each connection capped, as a CDN would), a private Redis,
+two Celery worker processes, the SQLite job store (or PostgreSQL with --db-url). At random
+moments (seeded) one of:
+  kill   SIGKILL a worker that holds a download, restart it a moment later;
+  redis  stop Redis (losing its queue and locks: no persistence) and start it again;
+  hub    make the Hub drop connections, answer 5xx or 429, or stall.
+Measured:
+  completed           downloads whose job completed;
+  corrupt             completed files whose sha256 differs from the Hub's (must be 0);
+  visible_incomplete  destinations ever seen with the wrong size, by a watcher polling
+                      every destination every few ms, plus stray files (must be 0);
+  bytes_ratio         bytes the CDN sent / bytes of the files: what resumes cost;
+  recover_s           per kill: from SIGKILL until every file the dead worker held is
+                      being downloaded again by a live worker (or done). The dead worker's
+                      lease must expire first: DOWNLOAD_LEASE_SECONDS, set to --lease here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import select
+
+from app import jobs, migrate
+from app.models import DownloadFile, FileStatus, JobStatus
+from bench.common import RESULTS, percentile, table, write_results
+from tests.hub import GeneratedFile, ImitationHub
+from tests.stack import MiB, Stack
+from tests.support import RedisServer
+
+TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+@dataclass
+class Download:
+    """One download of the run: a job with one file."""
+
+    name: str
+    size: int
+    sha256: str
+    job_id: str = ""
+    file_id: str = ""
+
+
+@dataclass
+class Kill:
+    """One SIGKILL and what it left behind."""
+
+    worker: str
+    at: float
+    held: dict[str, str]  # file id -> holder at the kill
+    recovered_at: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def recover_s(self) -> float | None:
+        if not self.held or len(self.recovered_at) < len(self.held):
+            return None
+        return max(self.recovered_at.values()) - self.at
+
+
+class Watcher:
+    """Polls every destination: it must be absent or hold the whole file, never less."""
+
+    def __init__(self, models: Path, sizes: dict[str, int]) -> None:
+        self.models = models
+        self.sizes = sizes
+        self.seen_incomplete: dict[str, int] = {}
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.polls += 1
+            for name, size in self.sizes.items():
+                with contextlib.suppress(FileNotFoundError):
+                    got = (self.models / name).stat().st_size
+                    if got != size:
+                        self.seen_incomplete.setdefault(name, got)
+
+    def strays(self) -> list[str]:
+        """Files under the models dir that are not a destination (partials belong in the
+        hidden work dir)."""
+        found = []
+        for path in self.models.rglob("*"):
+            rel = path.relative_to(self.models)
+            if path.is_file() and rel.parts[0] != ".modelpull" and str(rel) not in self.sizes:
+                found.append(str(rel))
+        return found
+
+
+class Chaos:
+    """The run: stack, downloads, the fault loop, the figures."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.tmp = tmp
+        self.log: list[str] = []
+        self.kills: list[Kill] = []
+        self.counts = {"kill": 0, "redis": 0, "hub": 0}
+        self.incarnation = {"w1": 0, "w2": 0}
+        self.live: dict[str, str] = {}  # logical worker -> current Stack worker name
+        self.restart_at: dict[str, float] = {}
+        self.started = time.monotonic()
+        self.first_kinds: list[str] = []
+        self.ended: set[str] = set()
+
+    def note(self, text: str) -> None:
+        line = f"{time.monotonic() - self.started:7.1f}s  {text}"
+        self.log.append(line)
+        if self.args.verbose:
+            print(line, flush=True)
+
+    # --- set-up ---------------------------------------------------------------------------
+
+    def sizes(self) -> list[int]:
+        top = self.args.max_mib * MiB
+        sizes = [top]
+        for _ in range(self.args.downloads - 1):
+            mib = math_exp_uniform(self.rng, 1, max(1, self.args.max_mib // 2))
+            sizes.append(mib * MiB + self.rng.randrange(0, 4096))
+        return sizes
+
+    def run(self) -> dict[str, Any]:
+        cache = Path(tempfile.gettempdir()) / "modelpull-bench-hub-cache"
+        cache.mkdir(exist_ok=True)
+        hub = ImitationHub(data_dir=self.tmp / "hub", cache_dir=cache)
+        hub.start()
+        redis = RedisServer(self.tmp / "redis")
+        redis.start()
+        db_url = self.args.db_url or f"sqlite:///{self.tmp / 'jobs.db'}"
+        migrate.upgrade(db_url)
+        stack = Stack(
+            tmp=self.tmp,
+            hub=hub,
+            db_url=db_url,
+            redis=redis,
+            extra_env={
+                "DOWNLOAD_CONNECTIONS": str(self.args.connections),
+                "DOWNLOAD_LEASE_SECONDS": str(self.args.lease),
+                "SWEEP_INTERVAL_SECONDS": "2",
+                "WORKER_CONCURRENCY": "2",
+            },
+        )
+        stack.collector.start()
+        try:
+            return self._run(stack, hub)
+        finally:
+            stack.close()
+            redis.stop()
+            hub.stop()
+
+    def _run(self, stack: Stack, hub: ImitationHub) -> dict[str, Any]:
+        downloads = []
+        files = {}
+        for i, size in enumerate(self.sizes()):
+            name = f"chaos-{i:02d}.gguf"
+            files[name] = GeneratedFile(size=size, seed=9000 + i)
+        hub.add_repo("chaos/weights", files)
+        for name, spec in files.items():
+            sha = hub.file_info("chaos/weights", name).sha256
+            downloads.append(Download(name=name, size=spec.size, sha256=sha))
+        needed = sum(d.size for d in downloads)
+        hub.bandwidth = self.args.cap_mb * 1_000_000
+        self.note(
+            f"{len(downloads)} downloads, {needed / MiB:.0f} MiB, "
+            f"{self.args.cap_mb} MB/s per connection"
+        )
+        for logical in ("w1", "w2"):
+            self._start_worker(stack, logical)
+        watcher = Watcher(stack.models, {d.name: d.size for d in downloads})
+        watcher.start()
+        cdn_before = _cdn_bytes(hub)
+        began = time.monotonic()
+        for d in downloads:
+            job = stack.submit(jobs.FileSpec("chaos/weights", d.name))
+            d.job_id, d.file_id = job["jobId"], job["files"][0]["fileId"]
+        next_event = time.monotonic() + self._gap()
+        deadline = began + self.args.timeout
+        while True:
+            now = time.monotonic()
+            statuses = self._statuses(stack, downloads)
+            for d in downloads:
+                status = statuses[d.job_id]
+                if status in TERMINAL and d.job_id not in self.ended:
+                    self.ended.add(d.job_id)
+                    self.note(f"{d.name} {status.value} ({len(self.ended)}/{len(downloads)})")
+            self._track_recovery(stack)
+            for logical, when in list(self.restart_at.items()):
+                if now >= when:
+                    del self.restart_at[logical]
+                    self._start_worker(stack, logical)
+            if all(s in TERMINAL for s in statuses.values()) and not self.restart_at:
+                break
+            if now > deadline:
+                self.note("timeout: giving up on the rest")
+                break
+            if now >= next_event and any(s not in TERMINAL for s in statuses.values()):
+                self._event(stack, hub)
+                next_event = time.monotonic() + self._gap()
+            time.sleep(0.1)
+        elapsed = time.monotonic() - began
+        # Let recovery tracking finish for files that completed meanwhile.
+        self._track_recovery(stack)
+        watcher.stop()
+        return self._figures(stack, hub, downloads, watcher, needed, cdn_before, elapsed)
+
+    def _gap(self) -> float:
+        low, high = self.args.every
+        return self.rng.uniform(low, high)
+
+    # --- the faults -----------------------------------------------------------------------
+
+    def _event(self, stack: Stack, hub: ImitationHub) -> None:
+        # Each kind once first (in a random order), then at random.
+        if not self.first_kinds and sum(self.counts.values()) == 0:
+            self.first_kinds = self.rng.sample(["kill", "redis", "hub"], 3)
+        if self.first_kinds:
+            kind = self.first_kinds.pop()
+        else:
+            kind = self.rng.choices(["kill", "redis", "hub"], weights=[4, 2, 4])[0]
+        if kind == "kill" and not self._kill(stack):
+            kind = "hub"
+        if kind == "redis":
+            self._restart_redis(stack)
+        if kind == "hub":
+            self._hub_fault(hub)
+        self.counts[kind] += 1
+
+    def _kill(self, stack: Stack) -> bool:
+        """SIGKILL a live worker that holds a download; False if none does."""
+        holders = self._holders(stack)
+        candidates = [
+            logical
+            for logical, name in self.live.items()
+            if logical not in self.restart_at and holders.get(stack.workers[name].pid)
+        ]
+        if not candidates:
+            return False
+        logical = self.rng.choice(candidates)
+        proc = stack.workers[self.live[logical]]
+        held = holders[proc.pid]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        self.kills.append(Kill(worker=logical, at=time.monotonic(), held=held))
+        self.restart_at[logical] = time.monotonic() + self.rng.uniform(1, 3)
+        self.note(f"kill {logical} (pid {proc.pid}) holding {len(held)} file(s)")
+        return True
+
+    def _restart_redis(self, stack: Stack) -> None:
+        down = self.rng.uniform(1, 3)
+        self.note(f"redis down for {down:.1f}s (queue and locks lost)")
+        stack.redis.stop()
+        time.sleep(down)
+        stack.redis.start()
+
+    def _hub_fault(self, hub: ImitationHub) -> None:
+        kind = self.rng.choice(["drop", "5xx", "429", "stall"])
+        times = self.rng.randint(1, 4)
+        if kind == "drop":
+            hub.faults.add(host="cdn", drop_after=self.rng.randrange(1, 4 * MiB), times=times)
+        elif kind == "5xx":
+            status = self.rng.choice([500, 502, 503])
+            hub.faults.add(host=self.rng.choice(["hub", "cdn"]), status=status, times=times)
+        elif kind == "429":
+            hub.faults.add(host="cdn", status=429, retry_after=1, times=times)
+        else:
+            hub.faults.add(
+                host="cdn",
+                stall_after=self.rng.randrange(1, 2 * MiB),
+                stall_seconds=self.rng.uniform(5, 40),
+                stall_then=self.rng.choice(["continue", "close"]),
+                times=times,
+            )
+        self.note(f"hub {kind} x{times}")
+
+    def _start_worker(self, stack: Stack, logical: str) -> None:
+        self.incarnation[logical] += 1
+        name = f"{logical}-{self.incarnation[logical]}"
+        stack.start_worker(name)
+        self.live[logical] = name
+        if self.incarnation[logical] > 1:
+            self.note(f"restarted {logical} as {name}")
+
+    # --- observation ----------------------------------------------------------------------
+
+    def _statuses(self, stack: Stack, downloads: list[Download]) -> dict[str, JobStatus]:
+        with stack.sessions() as s:
+            return {d.job_id: jobs.get_job(s, d.job_id).status for d in downloads}
+
+    def _holders(self, stack: Stack) -> dict[int, dict[str, str]]:
+        """pid -> {file id: holder} of files being downloaded."""
+        found: dict[int, dict[str, str]] = {}
+        with stack.sessions() as s:
+            rows = s.scalars(
+                select(DownloadFile).where(DownloadFile.status == FileStatus.DOWNLOADING)
+            )
+            for row in rows:
+                if row.worker:
+                    pid = int(row.worker.split(":")[-2])
+                    found.setdefault(pid, {})[row.id] = row.worker
+        return found
+
+    def _track_recovery(self, stack: Stack) -> None:
+        pending = [k for k in self.kills if len(k.recovered_at) < len(k.held)]
+        if not pending:
+            return
+        now = time.monotonic()
+        with stack.sessions() as s:
+            for kill in pending:
+                for file_id, holder in kill.held.items():
+                    if file_id in kill.recovered_at:
+                        continue
+                    row = jobs.get_file(s, file_id)
+                    taken = row.status is FileStatus.DOWNLOADING and row.worker != holder
+                    if taken or row.status.is_terminal:
+                        kill.recovered_at[file_id] = now
+
+    # --- figures --------------------------------------------------------------------------
+
+    def _figures(
+        self,
+        stack: Stack,
+        hub: ImitationHub,
+        downloads: list[Download],
+        watcher: Watcher,
+        needed: int,
+        cdn_before: int,
+        elapsed: float,
+    ) -> dict[str, Any]:
+        completed = corrupt = 0
+        rows = []
+        with stack.sessions() as s:
+            for d in downloads:
+                job = jobs.get_job(s, d.job_id)
+                f = job.files[0]
+                ok = job.status is JobStatus.COMPLETED
+                good = ok and _sha256(stack.models / d.name) == d.sha256
+                completed += ok
+                corrupt += ok and not good
+                rows.append(
+                    (
+                        d.name,
+                        f"{d.size / MiB:.1f}",
+                        job.status.value,
+                        f.attempts,
+                        "yes" if good else ("NO" if ok else "-"),
+                        (f.error or "")[:60],
+                    )
+                )
+        strays = watcher.strays()
+        recover = [k.recover_s for k in self.kills if k.recover_s is not None]
+        return {
+            "downloads": len(downloads),
+            "completed": completed,
+            "corrupt": corrupt,
+            "visible_incomplete": len(watcher.seen_incomplete) + len(strays),
+            "bytes_ratio": round((_cdn_bytes(hub) - cdn_before) / needed, 3),
+            "recover_s_max": round(max(recover), 1) if recover else None,
+            "recover_s": [round(r, 1) for r in recover],
+            "recover_s_p50": round(percentile(recover, 50), 1) if recover else None,
+            "events": dict(self.counts),
+            "mib_needed": round(needed / MiB, 1),
+            "elapsed_s": round(elapsed, 1),
+            "watcher_polls": watcher.polls,
+            "seen_incomplete": watcher.seen_incomplete,
+            "strays": strays,
+            "settings": {
+                "seed": self.args.seed,
+                "cap_mb_per_connection": self.args.cap_mb,
+                "connections": self.args.connections,
+                "lease_s": self.args.lease,
+                "workers": 2,
+                "worker_concurrency": 2,
+                "database": "postgresql" if self.args.db_url else "sqlite",
+            },
+            "files": rows,
+            "timeline": self.log,
+        }
+
+
+def math_exp_uniform(rng: random.Random, low: int, high: int) -> int:
+    """An integer drawn log-uniformly from [low, high]: many small files, a few big ones."""
+    import math
+
+    return max(low, min(high, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
+
+
+def _cdn_bytes(hub: ImitationHub) -> int:
+    return sum(r.body_bytes for r in hub.requests if r.host == "cdn")
+
+
+def _sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(4 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chaos suite, print its table and write its results."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the short version CI runs")
+    parser.add_argument("--downloads", type=int, help="number of downloads (20; quick 6)")
+    parser.add_argument("--max-mib", type=int, help="largest file in MiB (1024; quick 48)")
+    parser.add_argument("--cap-mb", type=float, help="MB/s per CDN connection (4; quick 1)")
+    parser.add_argument("--connections", type=int, default=8, help="per file (8)")
+    parser.add_argument("--lease", type=int, help="DOWNLOAD_LEASE_SECONDS (10; quick 5)")
+    parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
+    parser.add_argument("--timeout", type=float, default=1800, help="give up after (s)")
+    parser.add_argument("--db-url", help="a PostgreSQL URL instead of SQLite (emptied first)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
+    parser.add_argument("--verbose", action="store_true", help="print the timeline as it goes")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.downloads = args.downloads or (6 if quick else 20)
+    args.max_mib = args.max_mib or (48 if quick else 1024)
+    args.cap_mb = args.cap_mb or (1 if quick else 4)
+    args.lease = args.lease or (5 if quick else 10)
+    args.every = (2.0, 4.0) if quick else (5.0, 12.0)
+    if args.db_url:
+        _empty(args.db_url)
+    with tempfile.TemporaryDirectory(prefix="modelpull-chaos-") as tmp:
+        data = Chaos(args, Path(tmp)).run()
+    command = "python bench/chaos.py" + (" --quick" if quick else "")
+    summary = table(
+        ["downloads", "completed", "corrupt", "visible incomplete", "bytes ratio",
+         "recover s (max)", "recover s (p50)", "kills", "redis restarts", "hub faults",
+         "elapsed s"],
+        [[data["downloads"], data["completed"], data["corrupt"], data["visible_incomplete"],
+          data["bytes_ratio"], data["recover_s_max"], data["recover_s_p50"],
+          data["events"]["kill"], data["events"]["redis"], data["events"]["hub"],
+          data["elapsed_s"]]],
+    )  # fmt: skip
+    files = table(["file", "MiB", "job", "attempts", "sha256 ok", "error"], data["files"])
+    settings = ", ".join(f"{k} {v}" for k, v in data["settings"].items())
+    body = "\n\n".join(
+        [
+            summary,
+            f"Settings: {settings}.",
+            files,
+            "Timeline:\n\n```\n" + "\n".join(data["timeline"]) + "\n```",
+        ]
+    )
+    write_results(args.out, data, title="Chaos suite", command=command, body=body)
+    bad = data["corrupt"] or data["visible_incomplete"] or data["completed"] < data["downloads"]
+    return 1 if bad else 0
+
+
+def _empty(db_url: str) -> None:
+    from sqlalchemy import text
+
+    from app.db import make_engine
+
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM download_file"))
+        conn.execute(text("DELETE FROM download_job"))
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+    raise SystemExit(main())
