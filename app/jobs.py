@@ -208,6 +208,7 @@ def claim_file(
             worker=worker,
             task_id=task_id,
             attempts=DownloadFile.attempts + 1,
+            claimed_bytes=DownloadFile.bytes_done,
             heartbeat_at=stamp,
             started_at=stamp,
             finished_at=None,
@@ -588,23 +589,34 @@ class StaleResult:
 def requeue_stale(
     session: Session, *, stale_before: datetime, max_attempts: int, now: datetime | None = None
 ) -> StaleResult:
-    """Hand back files whose holder died; a file that keeps killing workers is failed."""
+    """Hand back files whose holder died. A file that keeps killing workers is failed: once
+    it has used up its attempts, a loss in which it made no progress ends it. A big file on
+    machines that restart often (or a chaos test) keeps going while each claim moves it on.
+    """
     stamp = now or utcnow()
     rows = session.execute(
-        select(DownloadFile.id, DownloadFile.attempts).where(
+        select(
+            DownloadFile.id,
+            DownloadFile.attempts,
+            DownloadFile.bytes_done,
+            DownloadFile.claimed_bytes,
+        ).where(
             DownloadFile.status.in_([FileStatus.DOWNLOADING, FileStatus.VERIFYING]),
             or_(DownloadFile.heartbeat_at.is_(None), DownloadFile.heartbeat_at < stale_before),
         )
     ).all()
     requeued: list[str] = []
     failed: list[str] = []
-    for file_id, attempts in rows:
+    for file_id, attempts, bytes_done, claimed_bytes in rows:
         stale = (DownloadFile.heartbeat_at.is_(None)) | (DownloadFile.heartbeat_at < stale_before)
         values: dict[str, Any]
-        if attempts >= max_attempts:
+        if attempts >= max_attempts and bytes_done <= claimed_bytes:
             target, bucket = F.FAILED, failed
             values = {
-                "error": f"the worker holding this file was lost {attempts} times; giving up",
+                "error": (
+                    f"the worker holding this file was lost {attempts} times, the last time "
+                    "without getting any further; giving up"
+                ),
                 "finished_at": stamp,
                 "worker": None,
             }

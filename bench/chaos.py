@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short version CI runs")
     parser.add_argument("--downloads", type=int, help="number of downloads (20; quick 6)")
     parser.add_argument("--max-mib", type=int, help="largest file in MiB (1024; quick 48)")
-    parser.add_argument("--cap-mb", type=float, help="MB/s per CDN connection (4; quick 1)")
+    parser.add_argument("--cap-mb", type=float, help="MB/s per CDN connection (2; quick 1)")
     parser.add_argument("--connections", type=int, default=8, help="per file (8)")
     parser.add_argument("--lease", type=int, help="DOWNLOAD_LEASE_SECONDS (10; quick 5)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
@@ -445,9 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     args.downloads = args.downloads or (6 if quick else 20)
     args.max_mib = args.max_mib or (48 if quick else 1024)
-    args.cap_mb = args.cap_mb or (1 if quick else 4)
+    args.cap_mb = args.cap_mb or (1 if quick else 2)
     args.lease = args.lease or (5 if quick else 10)
-    args.every = (2.0, 4.0) if quick else (5.0, 12.0)
+    args.every = (2.0, 4.0) if quick else (3.0, 8.0)
     if args.db_url:
         _empty(args.db_url)
     with tempfile.TemporaryDirectory(prefix="modelpull-chaos-") as tmp:

@@ -105,7 +105,7 @@ def _run(
     except PermanentDownloadError as exc:
         return _fail(rt, reporter, exc)
     except TransientDownloadError as exc:
-        if file.attempts >= rt.settings.download_max_attempts:
+        if _used_up(rt, file, reporter):
             return _fail(rt, reporter, exc)
         rt.log.warning("transient %s", reporter.ctx(error=str(exc), attempt=file.attempts))
         return _requeue(rt, reporter, file, countdown=min(300.0, 5.0 * 2 ** (file.attempts - 1)))
@@ -116,7 +116,7 @@ def _run(
             f"unexpected {type(exc).__name__}: {exc}", repo=file.repo, file=file.file_name
         )
         error.stderr = trace
-        if file.attempts >= rt.settings.download_max_attempts:
+        if _used_up(rt, file, reporter):
             return _fail(rt, reporter, error)
         rt.log.error("unexpected %s", reporter.ctx(error=str(error), stderr=trace))
         return _requeue(rt, reporter, file, countdown=10.0)
@@ -138,6 +138,14 @@ def _run(
         size=result.size,
         sha256=result.sha256,
     )
+
+
+def _used_up(rt: Runtime, file: DownloadFile, reporter: FileReporter) -> bool:
+    """This failed attempt ends the file: it has had its attempts and this one got no
+    further than the last (an attempt that moved the file on earns another)."""
+    if file.attempts < rt.settings.download_max_attempts:
+        return False
+    return reporter.bytes_done <= file.claimed_bytes
 
 
 def _acquire(rt: Runtime, lease: DestLease, reporter: FileReporter) -> bool:

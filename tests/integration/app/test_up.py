@@ -162,7 +162,7 @@ def test_db_upgrade_migrates_the_configured_database(tmp_path: Path) -> None:
     assert "database is at revision head" in result.stdout
     with sqlite3.connect(tmp_path / "data" / "modelpull.db") as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert version == "0003"
+    assert version == "0004"
 
 
 @pytest.mark.timeout(150)

@@ -64,11 +64,34 @@ def test_lost_files_are_requeued_or_failed_and_unsent_ones_sent(rt: Runtime) -> 
         assert jobs.get_file(s, lost).status is FileStatus.QUEUED
         failed = jobs.get_file(s, poison)
         assert failed.status is FileStatus.FAILED and "lost 2 times" in (failed.error or "")
+        assert "without getting any further" in (failed.error or "")
         assert jobs.get_file(s, unsent).published_at is not None
         assert jobs.get_job(s, failed.job_id).status is JobStatus.DOWNLOADING
     assert len(_queued(rt)) == 2
     # Nothing left to do: a second sweep sends nothing more (the queue is not empty).
     assert Sweeper(rt).sweep()["sent"] == []
+
+
+def test_a_file_that_moved_on_before_its_worker_died_is_not_taken_for_poison(
+    rt: Runtime,
+) -> None:
+    # A big file whose machines keep restarting: every claim resumes and gets further.
+    (big,) = _job(rt, "big.gguf")
+    long_ago = utcnow() - timedelta(minutes=5)
+    for attempt in range(1, 5):
+        with rt.sessions.begin() as s:
+            assert jobs.claim_file(s, big, worker=f"dead:{attempt}:x", now=long_ago)
+            jobs.record_progress(
+                s, big, worker=f"dead:{attempt}:x", bytes_done=attempt * 100, now=long_ago
+            )
+        assert Sweeper(rt).sweep()["requeued"] == [big]
+    with rt.sessions() as s:
+        row = jobs.get_file(s, big)
+        assert row.status is FileStatus.QUEUED and row.attempts == 4 > 2
+    # The same file, lost again without a byte more: now it has used up its attempts.
+    with rt.sessions.begin() as s:
+        assert jobs.claim_file(s, big, worker="dead:5:x", now=long_ago)
+    assert Sweeper(rt).sweep()["failed"] == [big]
 
 
 def test_a_delayed_retry_is_not_sent_early(rt: Runtime) -> None:
