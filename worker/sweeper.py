@@ -6,7 +6,8 @@
 - A queued file whose message never reached the broker (Redis down when the job was
   created, or the web process died before sending) is sent.
 - A queued file whose message was lost inside the broker (a Redis restart without
-  persistence) is sent again once the queue has drained and it is still waiting.
+  persistence) is sent again: at once when the broker visibly lost its data (a marker key
+  the sweeper keeps there is gone), else once the queue has drained and it still waits.
 One worker sweeps per interval (a Redis lock); duplicates are harmless anyway, since only
 one claim of a row can win.
 """
@@ -27,6 +28,10 @@ from worker.downloadlog import fields
 from worker.runtime import Runtime
 
 LOCK_KEY = "modelpull:sweeper"
+# Kept in the broker without expiry: when it is missing, the broker restarted empty or was
+# flushed, and every message it held is gone.
+MARKER_KEY = "modelpull:broker-marker"
+MAX_RESEND = 5000
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +65,12 @@ class Sweeper:
             )
             unpublished = jobs.unpublished_files(session)
         lost: list[str] = []
-        if self._queue_empty():
+        if self._broker_emptied():
+            with self.rt.sessions() as session:
+                lost = jobs.queued_published_before(session, now, limit=MAX_RESEND)
+            if lost:
+                self.rt.log.warning("broker lost its messages %s", fields(resending=len(lost)))
+        elif self._queue_empty():
             with self.rt.sessions() as session:
                 older = now - timedelta(seconds=max(30, 3 * s.sweep_interval_seconds))
                 lost = jobs.queued_published_before(session, older)
@@ -108,6 +118,13 @@ class Sweeper:
             cleaned.append(dest)
             self.rt.log.info("cleaned %s", fields(dest=dest, reason="no job wants this partial"))
         return cleaned
+
+    def _broker_emptied(self) -> bool:
+        """True when the broker lost its data since the last sweep (or is new)."""
+        try:
+            return bool(self.broker.set(MARKER_KEY, self.rt.name, nx=True))
+        except Exception:
+            return False
 
     def _queue_empty(self) -> bool:
         try:

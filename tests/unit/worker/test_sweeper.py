@@ -101,6 +101,24 @@ def test_a_delayed_retry_is_not_sent_early(rt: Runtime) -> None:
     assert Sweeper(rt).sweep()["sent"] == []
 
 
+def test_messages_lost_with_a_restarted_broker_are_sent_again_at_once(rt: Runtime) -> None:
+    waiting = _job(rt, "a.bin", "b.bin")
+    rt.dispatcher.enqueue(rt.sessions, waiting)
+    broker = redis.Redis.from_url(rt.settings.redis_url)
+    # A broker without the marker may have lost anything (a restart of `modelpull up`'s
+    # private Redis): what waits is sent again, which a claim makes harmless.
+    assert sorted(Sweeper(rt).sweep()["sent"]) == sorted(waiting)
+    broker.delete(QUEUE)
+    other = _job(rt, "c.bin")
+    rt.dispatcher.enqueue(rt.sessions, other)
+    assert Sweeper(rt).sweep()["sent"] == []  # messages in flight are left alone
+    broker.flushall()  # Redis restarted without persistence: queue and marker gone
+    sent = Sweeper(rt).sweep()["sent"]
+    assert sorted(sent) == sorted(waiting + other)
+    assert len(_queued(rt)) == 3
+    assert Sweeper(rt).sweep()["sent"] == []  # once
+
+
 def test_orphan_partials_are_deleted_and_wanted_ones_kept(rt: Runtime) -> None:
     models = rt.settings.models_dir
     (wanted,) = _job(rt, "kept.bin")
