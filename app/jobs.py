@@ -589,17 +589,17 @@ class StaleResult:
 def requeue_stale(
     session: Session, *, stale_before: datetime, max_attempts: int, now: datetime | None = None
 ) -> StaleResult:
-    """Hand back files whose holder died. A file that keeps killing workers is failed: once
-    it has used up its attempts, a loss in which it made no progress ends it. A big file on
-    machines that restart often (or a chaos test) keeps going while each claim moves it on.
+    """Hand back files whose holder died. A file that keeps killing workers is failed: lost
+    `max_attempts` times in a row without getting any further. A big file on machines that
+    restart often (or in the chaos suite) goes on while its claims move it on.
     """
     stamp = now or utcnow()
     rows = session.execute(
         select(
             DownloadFile.id,
-            DownloadFile.attempts,
             DownloadFile.bytes_done,
             DownloadFile.claimed_bytes,
+            DownloadFile.stalled_losses,
         ).where(
             DownloadFile.status.in_([FileStatus.DOWNLOADING, FileStatus.VERIFYING]),
             or_(DownloadFile.heartbeat_at.is_(None), DownloadFile.heartbeat_at < stale_before),
@@ -607,22 +607,20 @@ def requeue_stale(
     ).all()
     requeued: list[str] = []
     failed: list[str] = []
-    for file_id, attempts, bytes_done, claimed_bytes in rows:
+    for file_id, bytes_done, claimed_bytes, stalled_losses in rows:
         stale = (DownloadFile.heartbeat_at.is_(None)) | (DownloadFile.heartbeat_at < stale_before)
-        values: dict[str, Any]
-        if attempts >= max_attempts and bytes_done <= claimed_bytes:
+        stalls = 0 if bytes_done > claimed_bytes else stalled_losses + 1
+        values: dict[str, Any] = {"worker": None, "stalled_losses": stalls}
+        if stalls >= max_attempts:
             target, bucket = F.FAILED, failed
-            values = {
-                "error": (
-                    f"the worker holding this file was lost {attempts} times, the last time "
-                    "without getting any further; giving up"
-                ),
-                "finished_at": stamp,
-                "worker": None,
-            }
+            values["finished_at"] = stamp
+            values["error"] = (
+                f"the worker holding this file was lost {stalls} times in a row without "
+                "getting any further; giving up"
+            )
         else:
             target, bucket = F.QUEUED, requeued
-            values = {"worker": None, "published_at": None}
+            values["published_at"] = None
         result = session.execute(
             update(DownloadFile)
             .where(

@@ -157,9 +157,10 @@ class DownloadFile(Base):
         _enum(FileStatus), default=FileStatus.QUEUED, index=True
     )
     bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
-    # bytes_done when the current claim began: a lost worker that had moved the file on
-    # is not counted against it as a poison file would be.
+    # bytes_done when the current claim began, and how many lost workers in a row got the
+    # file no further: a file that keeps killing workers is told from one that moves on.
     claimed_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    stalled_losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     stderr: Mapped[str | None] = mapped_column(Text)

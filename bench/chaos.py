@@ -16,8 +16,10 @@ Measured:
                       every destination every few ms, plus stray files (must be 0);
   bytes_ratio         bytes the CDN sent / bytes of the files: what resumes cost;
   recover_s           per kill: from SIGKILL until every file the dead worker held is
-                      being downloaded again by a live worker (or done). The dead worker's
-                      lease must expire first: DOWNLOAD_LEASE_SECONDS, set to --lease here.
+                      back in the queue or taken by a live worker (or done). The dead
+                      worker's lease must expire first: DOWNLOAD_LEASE_SECONDS, set to
+                      --lease here. `retaken_s` adds the wait for a free worker: the time
+                      until each of them is being downloaded again (or done).
 """
 
 from __future__ import annotations
@@ -69,12 +71,20 @@ class Kill:
     at: float
     held: dict[str, str]  # file id -> holder at the kill
     recovered_at: dict[str, float] = field(default_factory=dict)
+    retaken_at: dict[str, float] = field(default_factory=dict)
+
+    def _span(self, at: dict[str, float]) -> float | None:
+        if not self.held or len(at) < len(self.held):
+            return None
+        return max(at.values()) - self.at
 
     @property
     def recover_s(self) -> float | None:
-        if not self.held or len(self.recovered_at) < len(self.held):
-            return None
-        return max(self.recovered_at.values()) - self.at
+        return self._span(self.recovered_at)
+
+    @property
+    def retaken_s(self) -> float | None:
+        return self._span(self.retaken_at)
 
 
 class Watcher:
@@ -329,19 +339,22 @@ class Chaos:
         return found
 
     def _track_recovery(self, stack: Stack) -> None:
-        pending = [k for k in self.kills if len(k.recovered_at) < len(k.held)]
+        pending = [k for k in self.kills if len(k.retaken_at) < len(k.held)]
         if not pending:
             return
         now = time.monotonic()
         with stack.sessions() as s:
             for kill in pending:
                 for file_id, holder in kill.held.items():
-                    if file_id in kill.recovered_at:
+                    if file_id in kill.retaken_at:
                         continue
                     row = jobs.get_file(s, file_id)
-                    taken = row.status is FileStatus.DOWNLOADING and row.worker != holder
-                    if taken or row.status.is_terminal:
-                        kill.recovered_at[file_id] = now
+                    if row.worker != holder or row.status.is_terminal:
+                        kill.recovered_at.setdefault(file_id, now)
+                    if row.status.is_terminal or (
+                        row.status is FileStatus.DOWNLOADING and row.worker != holder
+                    ):
+                        kill.retaken_at[file_id] = now
 
     # --- figures --------------------------------------------------------------------------
 
@@ -386,6 +399,7 @@ class Chaos:
             "recover_s_max": round(max(recover), 1) if recover else None,
             "recover_s": [round(r, 1) for r in recover],
             "recover_s_p50": round(percentile(recover, 50), 1) if recover else None,
+            "retaken_s": [round(k.retaken_s, 1) for k in self.kills if k.retaken_s is not None],
             "events": dict(self.counts),
             "mib_needed": round(needed / MiB, 1),
             "elapsed_s": round(elapsed, 1),

@@ -1,4 +1,4 @@
-"""download_file.claimed_bytes: bytes on disk when the current claim began
+"""download_file.claimed_bytes and stalled_losses: tell a poison file from one that moves on
 
 Revision ID: 0004
 Revises: 0003
@@ -21,8 +21,12 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("claimed_bytes", sa.BigInteger(), nullable=False, server_default="0")
         )
+        batch.add_column(
+            sa.Column("stalled_losses", sa.Integer(), nullable=False, server_default="0")
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("download_file") as batch:
+        batch.drop_column("stalled_losses")
         batch.drop_column("claimed_bytes")

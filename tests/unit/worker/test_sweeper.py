@@ -53,9 +53,11 @@ def test_lost_files_are_requeued_or_failed_and_unsent_ones_sent(rt: Runtime) -> 
     with rt.sessions.begin() as s:
         jobs.claim_file(s, lost, worker="dead:1:x", now=long_ago)
         jobs.claim_file(s, poison, worker="dead:1:y", now=long_ago)
-        # The poison file has killed a worker before: this was its last allowed attempt.
+        # The poison file has killed a worker before without getting any further: one more.
         s.execute(
-            jobs.update(jobs.DownloadFile).where(jobs.DownloadFile.id == poison).values(attempts=2)
+            jobs.update(jobs.DownloadFile)
+            .where(jobs.DownloadFile.id == poison)
+            .values(attempts=2, stalled_losses=1)
         )
     result = Sweeper(rt).sweep()
     assert result["requeued"] == [lost] and result["failed"] == [poison]
@@ -64,7 +66,7 @@ def test_lost_files_are_requeued_or_failed_and_unsent_ones_sent(rt: Runtime) -> 
         assert jobs.get_file(s, lost).status is FileStatus.QUEUED
         failed = jobs.get_file(s, poison)
         assert failed.status is FileStatus.FAILED and "lost 2 times" in (failed.error or "")
-        assert "without getting any further" in (failed.error or "")
+        assert "in a row without getting any further" in (failed.error or "")
         assert jobs.get_file(s, unsent).published_at is not None
         assert jobs.get_job(s, failed.job_id).status is JobStatus.DOWNLOADING
     assert len(_queued(rt)) == 2
@@ -88,9 +90,12 @@ def test_a_file_that_moved_on_before_its_worker_died_is_not_taken_for_poison(
     with rt.sessions() as s:
         row = jobs.get_file(s, big)
         assert row.status is FileStatus.QUEUED and row.attempts == 4 > 2
-    # The same file, lost again without a byte more: now it has used up its attempts.
+    # Then lost twice in a row without a byte more (max attempts 2): it is given up.
     with rt.sessions.begin() as s:
         assert jobs.claim_file(s, big, worker="dead:5:x", now=long_ago)
+    assert Sweeper(rt).sweep()["requeued"] == [big]
+    with rt.sessions.begin() as s:
+        assert jobs.claim_file(s, big, worker="dead:6:x", now=long_ago)
     assert Sweeper(rt).sweep()["failed"] == [big]
 
 
