@@ -83,6 +83,15 @@ class _Shared:
     # be the Hub's content hash, so If-Range must use what that server itself sent.
     validator: str | None = None
     grew: threading.Event = field(default_factory=threading.Event)
+    # Connections still running, and a bell they ring when they end: the coordinator wakes
+    # at once instead of at its next tick (a small file takes less than a tick).
+    running: int = 0
+    ended: threading.Event = field(default_factory=threading.Event)
+
+    def connection_ended(self) -> None:
+        with self.lock:
+            self.running -= 1
+        self.ended.set()
 
     def learn_validator(self, etag: str) -> str | None:
         with self.lock:
@@ -108,6 +117,7 @@ class _Shared:
         with self.lock:
             self.errors.append(exc)
         self.stop.set()
+        self.ended.set()
 
 
 class _Hasher:
@@ -336,6 +346,7 @@ class NativeEngine:
                 )
                 for i in range(int(n) if shared.pieces else 0)
             ]
+            shared.running = len(threads)
             for t in threads:
                 t.start()
             try:
@@ -385,9 +396,10 @@ class NativeEngine:
         )
         follower.start()
         try:
-            while any(t.is_alive() for t in threads):
-                shared.stop.wait(0.05)
-                if shared.errors:
+            while shared.running > 0:
+                shared.ended.wait(0.05)
+                shared.ended.clear()
+                if shared.errors or shared.stop.is_set():
                     break
                 now = time.monotonic()
                 if control is not None and now - last_control >= self.control_interval:
@@ -409,6 +421,7 @@ class NativeEngine:
         finally:
             shared.stop.set()
             finished.set()
+            shared.grew.set()  # the hasher is told at once, not at its next tick
             for t in threads:
                 t.join()
             follower.join()
@@ -426,15 +439,17 @@ class NativeEngine:
     def _connection(
         self, shared: _Shared, resolved: ResolvedFile, client: HubClient, ranged: bool
     ) -> None:
-        with requests.Session() as session:
-            try:
+        try:
+            with requests.Session() as session:
                 while not shared.stop.is_set():
                     piece = shared.next_piece()
                     if piece is None:
                         return
                     self._fetch_piece(session, shared, resolved, client, piece, ranged)
-            except BaseException as exc:
-                shared.fail(exc)
+        except BaseException as exc:
+            shared.fail(exc)
+        finally:
+            shared.connection_ended()
 
     def _fetch_piece(
         self,
