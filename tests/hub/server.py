@@ -210,6 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._record = self.hub._log_request(
                     self.server.role, self.command, self.path, self.headers, self.client_address
                 )
+                if self.hub.latency:  # a far-away server: every answer starts this late
+                    self.hub._stopping.wait(self.hub.latency)
             if self.server.role == "cdn":
                 self._cdn(url_path, query)
             else:
@@ -713,6 +715,8 @@ class ImitationHub:
         self.tokens: set[str] = set(tokens)
         self.cdn_redirect = cdn_redirect
         self.bandwidth = bandwidth
+        # Seconds before each answer (Hub and CDN): what a real, distant Hub costs per request.
+        self.latency = 0.0
         self.gate_metadata = gate_metadata
         self.cdn_etag = _check_cdn_etag(cdn_etag)
         self.faults = FaultSet()

@@ -245,3 +245,14 @@ def test_faults_reset_between_tests_part2(hub: ImitationHub):
     assert _seen.get("hub") is not hub
     assert len(hub.faults) == 0 and hub.requests == []
     assert requests.get(hub.resolve_url(TINY, "config.json"), timeout=TIMEOUT).status_code == 200
+
+
+def test_latency_delays_every_answer_of_hub_and_cdn(hub: ImitationHub):
+    """bench/scale.py plays a distant Hub with it: each request pays it, resolve and CDN."""
+    hub.latency = 0.3
+    url = hub.resolve_url(TINY, "model.bin")
+    began = time.monotonic()
+    resp = requests.get(url, timeout=TIMEOUT)  # the Hub's redirect, then the CDN
+    took = time.monotonic() - began
+    assert resp.status_code == 200 and len(resp.history) == 1
+    assert took >= 0.6
