@@ -15,6 +15,26 @@ SIDECAR_SUFFIX = ".part.json"
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_ID_RE = re.compile(rf"{_REPO_PART}/{_REPO_PART}", re.ASCII)
 _FORBIDDEN_CHARS = frozenset('\\\x00:*?"<>|')
+# Bidirectional overrides make a name read differently from what it is ("Trojan Source").
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+# Filesystems take 255 bytes per name, and a file's sidecar adds ".part.json" to its last
+# segment: a longer name would be accepted and then fail on the worker's first write.
+MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX)
+
+
+def _forbidden(ch: str) -> bool:
+    # Controls (C0, DEL and C1, whose 0x9B is a terminal's CSI) would rewrite a log line or
+    # a terminal; surrogates cannot be encoded as a file name at all.
+    code = ord(ch)
+    return (
+        ch in _FORBIDDEN_CHARS
+        or code < 0x20
+        or 0x7F <= code <= 0x9F
+        or 0xD800 <= code < 0xE000
+        or ch in _BIDI_CONTROLS
+    )
 
 
 def check_repo_id(value: object) -> str:
@@ -33,7 +53,7 @@ def check_relative_path(value: object) -> str:
         raise ValueError("must be a non-empty relative path")
     if len(value) > 1000:
         raise ValueError("is longer than 1000 characters")
-    if any(ch in _FORBIDDEN_CHARS or ord(ch) < 32 or 0xD800 <= ord(ch) < 0xE000 for ch in value):
+    if any(_forbidden(ch) for ch in value):
         raise ValueError(f"{value!r} contains a forbidden character")
     path = PurePosixPath(value)
     if path.is_absolute():
@@ -42,6 +62,8 @@ def check_relative_path(value: object) -> str:
     segments = value.split("/")
     if any(seg in ("", ".", "..") or not seg.strip() for seg in segments):
         raise ValueError(f"{value!r} is not a plain relative file path")
+    if any(len(seg.encode()) > MAX_SEGMENT_BYTES for seg in segments):
+        raise ValueError(f"a part of {value!r} is longer than {MAX_SEGMENT_BYTES} bytes")
     if segments[0] == WORK_DIRNAME:
         raise ValueError(f"{value!r} is inside the service's own work folder")
     return str(path)

@@ -33,6 +33,7 @@ class Client(threading.Thread):
         self.stop = threading.Event()
         self.ages: list[float] = []
         self.events = 0
+        self.snapshots = 0
         self.completed_jobs: set[str] = set()
         self.error: str | None = None
 
@@ -63,6 +64,11 @@ class Client(threading.Thread):
     def _take(self, message: dict[str, Any], now_ms: float) -> None:
         kind = message.get("type")
         if kind == "snapshot":
+            # The first one, or a resync after this client fell behind: it carries the truth.
+            self.snapshots += 1
+            for job in message.get("data", {}).get("jobs", []):
+                if job.get("status") == "completed":
+                    self.completed_jobs.add(job["jobId"])
             self.ready.set()
             return
         self.events += 1
@@ -90,6 +96,7 @@ def main() -> int:
         "ages_ms": [round(a, 2) for c in clients for a in c.ages],
         "events": [c.events for c in clients],
         "completed_jobs": [len(c.completed_jobs) for c in clients],
+        "resyncs": sum(max(0, c.snapshots - 1) for c in clients),
         "errors": [c.error for c in clients if c.error],
     }
     print(json.dumps(result), flush=True)

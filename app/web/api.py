@@ -18,8 +18,13 @@ from app.web.state import db, state_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+JOB_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
+# A job id is 32 characters: "/download/jobs" (the list) is not a job to cancel or delete.
+JOB = "<string(length=32):job_id>"
 MAX_FILES = 100
+# An ad-hoc file lands at "<repo>/<name>" (repo ids are at most 193 characters), and a
+# destination is at most 1000: a name of 800 always fits, whatever the repo.
+MAX_NAME = 800
 MAX_PAGE = 200
 
 
@@ -31,13 +36,19 @@ def _model(model_id: str) -> CatalogModel:
 
 
 def _job_id(job_id: str) -> str:
-    if not JOB_ID_RE.match(job_id):
+    # fullmatch: "$" would let "<id>\n" through to the database.
+    if not JOB_ID_RE.fullmatch(job_id):
         raise ApiError(404, "not_found", "no such job")
     return job_id
 
 
 def _json_object(allowed: set[str], required: set[str]) -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        # `silent` covers ValueError only; JSON nested deeper than the parser recurses (a few
+        # KiB of "[") is not an object either.
+        body = None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "body: must be a JSON object")
     unknown = sorted(set(body) - allowed)
@@ -93,6 +104,8 @@ def download_files() -> ResponseReturnValue:
     for i, name in enumerate(files):
         if not isinstance(name, str):
             raise ApiError(400, "invalid_request", f"files[{i}]: must be a string")
+        if len(name) > MAX_NAME:
+            raise ApiError(400, "invalid_request", f"files[{i}]: at most {MAX_NAME} characters")
     if not isinstance(revision, str) or not revision:
         raise ApiError(400, "invalid_request", "revision: must be a non-empty string")
     # Ad-hoc files land under their repo's folder: two repos' "model.safetensors" (or a
@@ -115,7 +128,7 @@ def _accepted(job: dict[str, Any]) -> Response:
     return response
 
 
-@bp.get("/models/download/status/<job_id>")
+@bp.get(f"/models/download/status/{JOB}")
 def job_status(job_id: str) -> ResponseReturnValue:
     """One job with its files."""
     return jsonify(job_to_dict(jobs.get_job(db(), _job_id(job_id))))
@@ -146,31 +159,31 @@ def _control(job_id: str, action: str) -> ResponseReturnValue:
     return jsonify(downloads.control_job(state.sessions, state.dispatcher, _job_id(job_id), action))
 
 
-@bp.post("/models/download/<job_id>/cancel")
+@bp.post(f"/models/download/{JOB}/cancel")
 def cancel(job_id: str) -> ResponseReturnValue:
     """Cancel a job: unfinished files stop and their partials are deleted."""
     return _control(job_id, "cancel")
 
 
-@bp.post("/models/download/<job_id>/pause")
+@bp.post(f"/models/download/{JOB}/pause")
 def pause(job_id: str) -> ResponseReturnValue:
     """Pause a job: running files stop, partials are kept."""
     return _control(job_id, "pause")
 
 
-@bp.post("/models/download/<job_id>/resume")
+@bp.post(f"/models/download/{JOB}/resume")
 def resume(job_id: str) -> ResponseReturnValue:
     """Resume a paused job from its partials."""
     return _control(job_id, "resume")
 
 
-@bp.post("/models/download/<job_id>/retry")
+@bp.post(f"/models/download/{JOB}/retry")
 def retry(job_id: str) -> ResponseReturnValue:
     """Retry a failed job's failed files from their partials."""
     return _control(job_id, "retry")
 
 
-@bp.delete("/models/download/<job_id>")
+@bp.delete(f"/models/download/{JOB}")
 def delete(job_id: str) -> ResponseReturnValue:
     """Forget a finished job (its files stay on disk)."""
     session = db()

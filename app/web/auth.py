@@ -8,16 +8,22 @@
 - The WebSocket (`/ws`) takes a bearer header, or the cookie from an allowed Origin only
   (cross-site WebSocket hijacking). All of this runs in `before_request`, that is before
   flask-sock answers `101 Switching Protocols`.
-- A token in a URL query is never read.
+- A token in a URL query is never read, and never reaches an access log either:
+  `RedactCredentials` blanks credential-like query parameters (and the Referer's) in the
+  WSGI environ, from which gunicorn writes its request line, before the app runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
+import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_plus, urlsplit
 
 from flask import (
     Blueprint,
@@ -32,11 +38,15 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from app import tokens
 from app.settings import Settings
 from app.web.errors import ApiError, error_response
 from app.web.state import settings_of, state_of
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 bp = Blueprint("auth", __name__)
 
@@ -45,6 +55,52 @@ PUBLIC_ENDPOINTS = frozenset(
 )
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CSRF_HEADER = "X-CSRF-Token"
+# Query parameters that carry a credential by their name (?token=, ?access_token=, ?api_key=,
+# ?X-Amz-Signature=, ...): nothing here reads them, and they must not be logged.
+SECRET_PARAM_RE = re.compile(
+    r"token|secret|passw|credential|signature|api[-_.]?key|^(key|auth|authorization|bearer"
+    r"|session|ticket|sig|code)$",
+    re.IGNORECASE,
+)
+REDACTED = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    """`query` with the value of every credential-like parameter replaced by REDACTED."""
+    if "=" not in query:
+        return query
+    parts = []
+    for part in query.split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and SECRET_PARAM_RE.search(unquote_plus(name)):
+            part = f"{name}={REDACTED}"
+        parts.append(part)
+    return "&".join(parts)
+
+
+def _redact_url(url: str) -> str:
+    head, sep, rest = url.partition("?")
+    if not sep:
+        return url
+    query, hash_, fragment = rest.partition("#")
+    return f"{head}?{redact_query(query)}{hash_}{fragment}"
+
+
+class RedactCredentials:
+    """WSGI middleware: blanks credentials in the URL's query (and the Referer's) in the
+    environ, which is what the server's access log prints (gunicorn: RAW_URI, QUERY_STRING,
+    HTTP_REFERER). The app never reads a token from a URL, so it loses nothing."""
+
+    def __init__(self, app: WSGIApplication) -> None:
+        self.app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("QUERY_STRING"):
+            environ["QUERY_STRING"] = redact_query(environ["QUERY_STRING"])
+        for key in ("RAW_URI", "REQUEST_URI", "HTTP_REFERER"):
+            if environ.get(key):
+                environ[key] = _redact_url(environ[key])
+        return self.app(environ, start_response)
 
 
 def secret_key(settings: Settings) -> str:
@@ -99,7 +155,7 @@ def _unauthorized() -> ResponseReturnValue:
 
 def authenticate() -> ResponseReturnValue | None:
     """before_request: establish who is asking, or answer 401/403."""
-    if request.endpoint in PUBLIC_ENDPOINTS:
+    if _public():
         return None
     settings = settings_of(current_app)
     presented = _bearer()
@@ -126,9 +182,31 @@ def authenticate() -> ResponseReturnValue | None:
         expected = session.get("csrf", "")
         # Scripts send the header; the plain sign-out form sends a hidden field.
         given = request.headers.get(CSRF_HEADER) or request.form.get("csrf_token", "")
-        if not expected or not hmac.compare_digest(str(expected), given):
+        if not expected or not _same(str(expected), given):
             return error_response(403, "csrf_failed", f"missing or wrong {CSRF_HEADER} header")
     return None
+
+
+def _same(expected: str, given: str) -> bool:
+    # compare_digest refuses str with non-ASCII characters (a TypeError, so a 500): compare
+    # the bytes. Headers arrive as latin-1 text, so anything can be in `given`.
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )
+
+
+def _public() -> bool:
+    if request.endpoint is not None:
+        return request.endpoint in PUBLIC_ENDPOINTS
+    # Routing failed. A method a public path does not serve gets that path's 405 (with
+    # Allow), as the path is no secret; anything else stays behind the 401.
+    exc = request.routing_exception
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+        adapter = current_app.url_map.bind_to_environ(request.environ)
+        with contextlib.suppress(HTTPException):
+            endpoint, _ = adapter.match(method=next(iter(exc.valid_methods)))
+            return endpoint in PUBLIC_ENDPOINTS
+    return False
 
 
 def _check_token(presented: str, settings: Settings) -> tokens.Identity | None:
@@ -235,3 +313,4 @@ def init_app(app: Flask) -> None:
     )
     app.before_request(authenticate)
     app.register_blueprint(bp)
+    app.wsgi_app = RedactCredentials(app.wsgi_app)  # type: ignore[method-assign]

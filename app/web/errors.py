@@ -6,7 +6,7 @@ import logging
 
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.errors import (
     IllegalTransitionError,
@@ -49,7 +49,14 @@ def _from_domain(exc: ModelpullError) -> ResponseReturnValue:
 
 def _from_http(exc: HTTPException) -> ResponseReturnValue:
     code = (exc.name or "error").lower().replace(" ", "_")
-    return error_response(exc.code or 500, code, exc.description or exc.name)
+    response = jsonify(error=code, message=exc.description or exc.name)
+    response.status_code = exc.code or 500
+    # The exception's own headers are part of the answer: a 405 must name the allowed
+    # methods in `Allow` (RFC 9110), a 429 or 503 may carry `Retry-After`.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers.add(name, value)
+    return response
 
 
 def _unexpected(exc: Exception) -> ResponseReturnValue:
@@ -58,8 +65,19 @@ def _unexpected(exc: Exception) -> ResponseReturnValue:
     return error_response(500, "internal_error", "the server failed to handle the request")
 
 
+def refuse_oversized_body() -> None:
+    """before_request: 413 for a declared body over MAX_CONTENT_LENGTH, on every route.
+
+    Werkzeug enforces the limit only when a view reads the body; a route that ignores its
+    body would otherwise answer 2xx to a 5 MiB POST it silently dropped."""
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge()
+
+
 def init_app(app: Flask) -> None:
-    """Register the handlers."""
+    """Register the handlers and the body-size gate (before authentication runs)."""
+    app.before_request(refuse_oversized_body)
     app.register_error_handler(ApiError, lambda e: error_response(e.status, e.code, e.message))
     app.register_error_handler(ModelpullError, _from_domain)
     app.register_error_handler(HTTPException, _from_http)

@@ -8,6 +8,8 @@ from typing import Any
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from app.models import JobStatus
+
 bp = Blueprint("openapi", __name__)
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -20,7 +22,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "Malformed request; the message names the field",
+        400: "Malformed request (the message names the field), or not a WebSocket handshake",
         401: "Missing or wrong credentials",
         403: "Cross-site request refused (origin or CSRF token)",
         404: "Unknown model or job",
@@ -31,8 +33,30 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _json(_ERROR, text[c]) for c in (401, *codes)}
 
 
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID = {
+    "name": "job_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 32, "maxLength": 32},
+}
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+# The request schema says what `app.storage` and `app.jobs` accept (ECMA-262 patterns), so a
+# client can validate before sending and a fuzzer knows where the edges are.
+_REPO_PART = "[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+REPO_PATTERN = rf"^(?!.*--)(?!.*\.\.){_REPO_PART}/{_REPO_PART}$"
+REVISION_PATTERN = r"^(?!.*\.\.)(?!.*/$)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
+# A file name: "/"-separated parts, none empty, "." or "..", nor blank, nor over 245 bytes
+# (the pattern counts characters); no controls, bidi overrides or \\:*?"<>|; not in .modelpull.
+_NAME_CHAR = r'[^\x00-\x1f\x7f-\x9f\\/:*?"<>|\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]'
+_BLANK = r"[ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"  # what str.strip() drops
+_SEGMENT = rf"(?!\.{{1,2}}(?:/|$))(?!{_BLANK}+(?:/|$)){_NAME_CHAR}{{1,245}}"
+FILE_PATTERN = rf"^(?!\.modelpull(?:/|$)){_SEGMENT}(?:/{_SEGMENT})*$"
+_JOB_LINKS = {
+    op: {"operationId": op, "parameters": {"job_id": "$response.body#/jobId"}}
+    for op in ("jobStatus", "cancelJob", "pauseJob", "resumeJob", "retryJob", "deleteJob")
+}
 
 
 def _control(verb: str, text: str) -> dict[str, Any]:
@@ -120,7 +144,7 @@ def document() -> dict[str, Any]:
                     "summary": "Start a job for the model's missing files",
                     "parameters": [_MODEL_ID],
                     "responses": {
-                        "202": _json(_JOB, "The job, queued"),
+                        "202": {**_json(_JOB, "The job, queued"), "links": _JOB_LINKS},
                         "200": _json({"type": "object"}, "Every file is already present"),
                         **_errors(403, 404),
                     },
@@ -139,20 +163,31 @@ def document() -> dict[str, Any]:
                                     "additionalProperties": False,
                                     "required": ["repo", "files"],
                                     "properties": {
-                                        "repo": {"type": "string", "pattern": "^[^/]+/[^/]+$"},
+                                        "repo": {"type": "string", "pattern": REPO_PATTERN},
                                         "files": {
                                             "type": "array",
                                             "minItems": 1,
                                             "maxItems": 100,
-                                            "items": {"type": "string", "minLength": 1},
+                                            "uniqueItems": True,
+                                            "items": {
+                                                "type": "string",
+                                                "maxLength": 800,
+                                                "pattern": FILE_PATTERN,
+                                            },
                                         },
-                                        "revision": {"type": "string", "minLength": 1},
+                                        "revision": {
+                                            "type": "string",
+                                            "pattern": REVISION_PATTERN,
+                                        },
                                     },
                                 }
                             }
                         },
                     },
-                    "responses": {"202": _json(_JOB, "The job, queued"), **_errors(400, 403, 413)},
+                    "responses": {
+                        "202": {**_json(_JOB, "The job, queued"), "links": _JOB_LINKS},
+                        **_errors(400, 403, 413),
+                    },
                 }
             },
             "/api/models/download/status/{job_id}": {
@@ -168,7 +203,12 @@ def document() -> dict[str, Any]:
                     "operationId": "listJobs",
                     "summary": "Jobs, newest first, a page at a time",
                     "parameters": [
-                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "description": "Only jobs in this state (empty: every state)",
+                            "schema": {"enum": ["", *(s.value for s in JobStatus)]},
+                        },
                         {
                             "name": "limit",
                             "in": "query",
@@ -226,7 +266,10 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "websocket",
                     "summary": "WebSocket: subscribe to the download channel (snapshot, events)",
-                    "responses": {"101": {"description": "Switching protocols"}, **_errors(403)},
+                    "responses": {
+                        "101": {"description": "Switching protocols"},
+                        **_errors(400, 403),
+                    },
                 }
             },
             "/login": {
