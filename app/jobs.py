@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, true, update
 from sqlalchemy.orm import Session, selectinload
 
 from app import storage
@@ -578,6 +578,22 @@ def queued_published_before(session: Session, before: datetime, *, limit: int = 
     )
 
 
+def quiet_holders(
+    session: Session, *, quiet_before: datetime, limit: int = 1000
+) -> list[tuple[str, str]]:
+    """(file id, holder) of transfers whose heartbeat stopped before `quiet_before`."""
+    rows = session.execute(
+        select(DownloadFile.id, DownloadFile.worker)
+        .where(
+            DownloadFile.status.in_([FileStatus.DOWNLOADING, FileStatus.VERIFYING]),
+            DownloadFile.heartbeat_at < quiet_before,
+            DownloadFile.worker.is_not(None),
+        )
+        .limit(limit)
+    ).all()
+    return [(file_id, holder) for file_id, holder in rows if holder]
+
+
 @dataclass(frozen=True)
 class StaleResult:
     """Files whose worker stopped heartbeating: queued again, or failed for good."""
@@ -587,11 +603,17 @@ class StaleResult:
 
 
 def requeue_stale(
-    session: Session, *, stale_before: datetime, max_attempts: int, now: datetime | None = None
+    session: Session,
+    *,
+    stale_before: datetime,
+    max_attempts: int,
+    now: datetime | None = None,
+    file_ids: Sequence[str] | None = None,
 ) -> StaleResult:
     """Hand back files whose holder died. A file that keeps killing workers is failed: lost
     `max_attempts` times in a row without getting any further. A big file on machines that
     restart often (or in the chaos suite) goes on while its claims move it on.
+    `file_ids` limits the sweep to those files (whose holders are known to be gone).
     """
     stamp = now or utcnow()
     rows = session.execute(
@@ -603,6 +625,7 @@ def requeue_stale(
         ).where(
             DownloadFile.status.in_([FileStatus.DOWNLOADING, FileStatus.VERIFYING]),
             or_(DownloadFile.heartbeat_at.is_(None), DownloadFile.heartbeat_at < stale_before),
+            DownloadFile.id.in_(file_ids) if file_ids is not None else true(),
         )
     ).all()
     requeued: list[str] = []

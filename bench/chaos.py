@@ -16,9 +16,10 @@ Measured:
                       every destination every few ms, plus stray files (must be 0);
   bytes_ratio         bytes the CDN sent / bytes of the files: what resumes cost;
   recover_s           per kill: from SIGKILL until every file the dead worker held is
-                      back in the queue or taken by a live worker (or done). The dead
-                      worker's lease must expire first: DOWNLOAD_LEASE_SECONDS, set to
-                      --lease here. `retaken_s` adds the wait for a free worker: the time
+                      back in the queue or taken by a live worker (or done): once their
+                      heartbeat has been quiet 5 s and the process's alive key in Redis
+                      has lapsed, or at worst when the lease does (DOWNLOAD_LEASE_SECONDS,
+                      --lease here). `retaken_s` adds the wait for a free worker: the time
                       until each of them is being downloaded again (or done).
 """
 

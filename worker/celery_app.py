@@ -59,15 +59,12 @@ _sweeper_stop = threading.Event()
 @signals.worker_ready.connect
 def _start_sweeper(**_: Any) -> None:
     from worker.runtime import get_runtime
-    from worker.sweeper import Sweeper
+    from worker.sweeper import Sweeper, keep_alive
 
-    thread = threading.Thread(
-        target=Sweeper(get_runtime()).run,
-        args=(_sweeper_stop,),
-        name="modelpull-sweeper",
-        daemon=True,
-    )
-    thread.start()
+    rt = get_runtime()
+    for target, name in ((Sweeper(rt).run, "sweeper"), (keep_alive, "alive")):
+        args = (_sweeper_stop,) if name == "sweeper" else (rt, _sweeper_stop)
+        threading.Thread(target=target, args=args, name=f"modelpull-{name}", daemon=True).start()
 
 
 @signals.worker_shutting_down.connect

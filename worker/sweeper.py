@@ -2,7 +2,10 @@
 
 - A file whose worker stopped heartbeating (killed with its machine, frozen) has a lease
   that expires: it is queued again and resumes from its partial, or failed for good once
-  it has used up its attempts.
+  it has used up its attempts. Sooner when its worker is known to be gone: every worker
+  process keeps a short-lived key in Redis (`modelpull:alive:<host>:<pid>`, renewed every
+  second); a file whose heartbeat stopped DEAD_GRACE_S ago and whose process has no key
+  is not waited for until the lease lapses.
 - A queued file whose message never reached the broker (Redis down when the job was
   created, or the web process died before sending) is sent.
 - A queued file whose message was lost inside the broker (a Redis restart without
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app import events, jobs, storage
 from app.models import FileStatus, utcnow
@@ -32,7 +35,30 @@ LOCK_KEY = "modelpull:sweeper"
 # flushed, and every message it held is gone.
 MARKER_KEY = "modelpull:broker-marker"
 MAX_RESEND = 5000
+ALIVE_PREFIX = "modelpull:alive:"
+ALIVE_TTL_S = 5
+ALIVE_EVERY_S = 1.0
+# A transfer heartbeats its row every second; this long without one, and no live process
+# behind it, means its worker died (a kill, an OOM, a crash).
+DEAD_GRACE_S = 5
 log = logging.getLogger(__name__)
+
+
+def alive_key(process: str) -> str:
+    """The Redis key that says a worker process (`host:pid`) is alive."""
+    return ALIVE_PREFIX + process
+
+
+def keep_alive(rt: Runtime, stop: threading.Event) -> None:
+    """Renew this process's alive key every second until `stop` is set, then drop it."""
+    key = alive_key(rt.name)
+    while True:
+        with contextlib.suppress(Exception):  # Redis away: the DB lease still protects
+            rt.redis.set(key, "1", ex=ALIVE_TTL_S)
+        if stop.wait(ALIVE_EVERY_S):
+            break
+    with contextlib.suppress(Exception):
+        rt.redis.delete(key)
 
 
 class Sweeper:
@@ -56,6 +82,7 @@ class Sweeper:
         """One pass; returns the file ids it acted on."""
         s = self.rt.settings
         now = utcnow()
+        orphaned = self._orphaned(now)
         with self.rt.sessions.begin() as session:
             stale = jobs.requeue_stale(
                 session,
@@ -63,6 +90,16 @@ class Sweeper:
                 max_attempts=s.download_max_attempts,
                 now=now,
             )
+            if orphaned:
+                early = jobs.requeue_stale(
+                    session,
+                    stale_before=now - timedelta(seconds=DEAD_GRACE_S),
+                    max_attempts=s.download_max_attempts,
+                    now=now,
+                    file_ids=orphaned,
+                )
+                stale.requeued.extend(early.requeued)
+                stale.failed.extend(early.failed)
             unpublished = jobs.unpublished_files(session)
         lost: list[str] = []
         if self._broker_emptied():
@@ -118,6 +155,22 @@ class Sweeper:
             cleaned.append(dest)
             self.rt.log.info("cleaned %s", fields(dest=dest, reason="no job wants this partial"))
         return cleaned
+
+    def _orphaned(self, now: datetime) -> list[str]:
+        """Files whose heartbeat stopped a while ago and whose worker process is gone."""
+        with self.rt.sessions() as session:
+            quiet = jobs.quiet_holders(session, quiet_before=now - timedelta(seconds=DEAD_GRACE_S))
+        if not quiet:
+            return []
+        processes = sorted({holder.rsplit(":", 1)[0] for _, holder in quiet})
+        try:
+            with self.rt.redis.pipeline(transaction=False) as pipe:
+                for process in processes:
+                    pipe.exists(alive_key(process))
+                alive = dict(zip(processes, pipe.execute(), strict=True))
+        except Exception:
+            return []  # cannot tell: the lease decides
+        return [file_id for file_id, holder in quiet if not alive[holder.rsplit(":", 1)[0]]]
 
     def _broker_emptied(self) -> bool:
         """True when the broker lost its data since the last sweep (or is new)."""

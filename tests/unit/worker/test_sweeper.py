@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -15,9 +16,9 @@ from app import jobs, storage
 from app.models import FileStatus, JobStatus, utcnow
 from app.queue import QUEUE
 from app.settings import Settings
-from tests.support import RedisServer
+from tests.support import RedisServer, wait_for
 from worker.runtime import Runtime, build_runtime
-from worker.sweeper import Sweeper
+from worker.sweeper import DEAD_GRACE_S, Sweeper, alive_key, keep_alive
 
 
 @pytest.fixture
@@ -97,6 +98,47 @@ def test_a_file_that_moved_on_before_its_worker_died_is_not_taken_for_poison(
     with rt.sessions.begin() as s:
         assert jobs.claim_file(s, big, worker="dead:6:x", now=long_ago)
     assert Sweeper(rt).sweep()["failed"] == [big]
+
+
+def test_a_dead_workers_file_is_requeued_before_its_lease_lapses(
+    tmp_path: Path, db_url: str
+) -> None:
+    server = RedisServer(tmp_path / "redis2")
+    server.start()
+    try:
+        settings = Settings(
+            models_dir=tmp_path / "models",
+            data_dir=tmp_path / "data",
+            database_url=db_url,
+            redis_url=server.url,
+            download_lease_seconds=600,
+        )
+        rt = build_runtime(settings)
+        dead, living = _job(rt, "dead.bin", "living.bin")
+        quiet = utcnow() - timedelta(seconds=DEAD_GRACE_S + 5)  # well within the lease
+        with rt.sessions.begin() as s:
+            jobs.claim_file(s, dead, worker="gone:4242:aa", now=quiet)
+            # Alive but slow to heartbeat (a long DB stall): its key says it lives.
+            jobs.claim_file(s, living, worker="busy:77:bb", now=quiet)
+        rt.redis.set(alive_key("busy:77"), "1", ex=60)
+        result = Sweeper(rt).sweep()
+        assert result["requeued"] == [dead] and result["sent"] == [dead]
+        with rt.sessions() as s:
+            assert jobs.get_file(s, dead).status is FileStatus.QUEUED
+            assert jobs.get_file(s, living).status is FileStatus.DOWNLOADING
+        # A running worker keeps its own key alive, and drops it when it stops.
+        stop = threading.Event()
+        thread = threading.Thread(target=keep_alive, args=(rt, stop))
+        thread.start()
+        try:
+            wait_for(lambda: rt.redis.exists(alive_key(rt.name)), 5, "the alive key")
+            assert 0 < rt.redis.ttl(alive_key(rt.name)) <= 5
+        finally:
+            stop.set()
+            thread.join(5)
+        assert not rt.redis.exists(alive_key(rt.name))
+    finally:
+        server.stop()
 
 
 def test_a_delayed_retry_is_not_sent_early(rt: Runtime) -> None:
