@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import secrets
 import subprocess
 import sys
@@ -115,6 +116,8 @@ def part_files(bench: Bench, pg: str | None) -> dict[str, Any]:
                 try:
                     for w in range(workers):
                         stack.start_worker(f"w{w + 1}")
+                    cpu_before = _cpu_times()
+                    own_before = _own_cpu()
                     began = time.monotonic()
                     for start in range(0, n, per_job):
                         chunk = names[start : start + per_job]
@@ -126,14 +129,43 @@ def part_files(bench: Bench, pg: str | None) -> dict[str, Any]:
                         every=0.1,
                     )
                     elapsed = time.monotonic() - began
+                    busy = _cpu_busy(cpu_before, _cpu_times())
+                    # This process serves the imitation Hub (and polls the store).
+                    hub_core = round(100 * (_own_cpu() - own_before) / elapsed, 1)
                     done = _count(stack, FileStatus.COMPLETED)
                 finally:
                     bench.close_stack(stack)
                     bench.hub.latency = latency_ms / 1000
                 result[key][str(workers)] = round(done / elapsed, 1)
-                print(f"  files: {key}, {workers} worker(s): {done}/{n} in {elapsed:.1f}s")
+                result.setdefault("cpu_busy_pct", {}).setdefault(key, {})[str(workers)] = busy
+                result.setdefault("hub_process_cpu_pct_of_one_core", {}).setdefault(key, {})[
+                    str(workers)
+                ] = hub_core
+                print(
+                    f"  files: {key}, {workers} worker(s): {done}/{n} in {elapsed:.1f}s,"
+                    f" CPU {busy}% busy, the Hub's process {hub_core}% of a core"
+                )
     bench.hub.latency = 0.0
     return result
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_cpu() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Percent of all cores busy between two readings."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
 
 
 def _count(stack: Stack, status: FileStatus) -> int:
@@ -448,7 +480,8 @@ def _headline(data: dict[str, Any]) -> dict[str, Any]:
     # Adding workers is for deployments on PostgreSQL, whose Hub is far away: that is the
     # headline when it was measured; every configuration is in the detail.
     preferred = ["postgres, hub 50 ms", "sqlite, hub 50 ms", "sqlite, hub 0 ms"]
-    config = next((c for c in preferred if c in files), next(iter(files), None))
+    configs = [c for c in files if not c.endswith("_pct") and "_pct_" not in c]
+    config = next((c for c in preferred if c in files), next(iter(configs), None))
     by = files.get(config) or {}
     api = data.get("api", {})
     progress = data.get("progress", {})
@@ -468,16 +501,27 @@ def _report(data: dict[str, Any]) -> str:
     parts = []
     if "files" in data:
         rows = []
+        cpu = data["files"].get("cpu_busy_pct", {})
+        hub_cpu = data["files"].get("hub_process_cpu_pct_of_one_core", {})
+        configs = [c for c in data["files"] if "_pct" not in c]
         for config, by in data["files"].items():
-            if by:
+            if by and config in configs:
                 one = by.get("1") or 0
+                busy = cpu.get(config, {})
                 rows.append(
                     [config]
-                    + [f"{by[w]} ({by[w] / one:.2f}x)" if one else by[w] for w in ("1", "2", "4")]
+                    + [
+                        (f"{by[w]} ({by[w] / one:.2f}x)" if one else str(by[w]))
+                        + (f", CPU {busy[w]}%" if w in busy else "")
+                        + (f", Hub {hub_cpu[config][w]}%" if w in hub_cpu.get(config, {}) else "")
+                        for w in ("1", "2", "4")
+                    ]
                 )
         header = ["store, Hub latency", "1 worker", "2 workers", "4 workers"]
         parts.append(
-            "Small files end to end (files/s, and against one worker):\n\n" + table(header, rows)
+            "Small files end to end: files/s, against one worker, how busy the machine's cores "
+            "were, and how much of one core the imitation Hub's process (one Python process, "
+            "so one core at most) used:\n\n" + table(header, rows)
         )
     if "progress" in data:
         p = data["progress"]
