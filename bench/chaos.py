@@ -468,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="modelpull-chaos-") as tmp:
         data = Chaos(args, Path(tmp)).run()
     command = "python bench/chaos.py" + (" --quick" if quick else "")
+    if args.seed != 1:
+        command += f" --seed {args.seed}"
+    if args.db_url:
+        command += " --db-url postgresql+psycopg://…/modelpull_bench"
     summary = table(
         ["downloads", "completed", "corrupt", "visible incomplete", "bytes ratio",
          "recover s (max)", "recover s (p50)", "kills", "redis restarts", "hub faults",
