@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -21,8 +20,11 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = "bench/weights"
@@ -130,27 +132,6 @@ def ensure_aria2c() -> bool:
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "-qq", "aria2"], check=False)
     return shutil.which("aria2c") is not None
-
-
-def machine() -> dict[str, str]:
-    """What the figures were measured on."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory_gib": f"{mem:.0f}",
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
