@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flask import Flask
 
-    from app.queue import Dispatcher
+    from app.dispatch import Dispatcher
     from app.settings import Settings
 
 MAX_BODY_BYTES = 64 * 1024
@@ -19,9 +19,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
 
     from app.catalog import load_catalog
     from app.db import make_engine, make_session_factory
-    from app.queue import Dispatcher
+    from app.dispatch import Dispatcher
     from app.settings import load_settings
     from app.web import api, auth, errors, health, openapi, pages, ws
+    from app.web.relay import Relay
     from app.web.state import WebState, close_db
 
     settings = settings or load_settings()
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         sessions=make_session_factory(make_engine(settings.database_url)),
         dispatcher=dispatcher or Dispatcher(settings),
         catalog=load_catalog(settings.models_catalog),  # a bad catalog stops the start
-        relay=ws.Relay(settings.redis_url),
+        relay=Relay(settings.redis_url),
     )
     app.teardown_appcontext(close_db)
     errors.init_app(app)

@@ -28,11 +28,6 @@ class FileStatus(StrEnum):
         """No worker will touch a file in this state again unless a user retries it."""
         return self in TERMINAL
 
-    @property
-    def is_active(self) -> bool:
-        """A worker holds the file."""
-        return self in (FileStatus.DOWNLOADING, FileStatus.VERIFYING)
-
 
 class JobStatus(StrEnum):
     """Where a job is, derived from its files."""
@@ -47,10 +42,19 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """The job has ended (failed jobs may still be retried)."""
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return self in JOB_TERMINAL
 
 
+# The status groups, written once: every query and rule names one of these.
+# A worker holds the file (its heartbeat keeps the claim).
+ACTIVE = frozenset({FileStatus.DOWNLOADING, FileStatus.VERIFYING})
+# The file may still be downloaded: it needs its destination and keeps its partial.
+UNFINISHED = frozenset({FileStatus.QUEUED, *ACTIVE, FileStatus.PAUSED, FileStatus.FAILED})
+# No worker touches the file again unless a user retries it.
 TERMINAL = frozenset({FileStatus.COMPLETED, FileStatus.FAILED, FileStatus.CANCELLED})
+# A job that has not ended: the dashboard's live list.
+JOB_UNDER_WAY = frozenset({JobStatus.QUEUED, JobStatus.DOWNLOADING, JobStatus.PAUSED})
+JOB_TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def utcnow() -> datetime:

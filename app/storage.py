@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path, PurePosixPath
@@ -92,6 +93,13 @@ def partial_path(models_dir: Path, dest: str) -> Path:
 def sidecar_path(models_dir: Path, dest: str) -> Path:
     """The sidecar recording which byte ranges of the partial file are done."""
     return work_dir(models_dir) / (check_relative_path(dest) + SIDECAR_SUFFIX)
+
+
+def remove_partial(models_dir: Path, dest: str) -> None:
+    """Delete the partial file of `dest` and its sidecar (either may be missing already)."""
+    for path in (partial_path(models_dir, dest), sidecar_path(models_dir, dest)):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def partial_bytes(models_dir: Path, dest: str) -> int | None:

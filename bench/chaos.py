@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 import random
 import signal
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import select
 
 from app import jobs, migrate
+from app.digest import sha256_file
 from app.models import DownloadFile, FileStatus, JobStatus
 from bench.common import RESULTS, percentile, table, write_results
 from tests.hub import GeneratedFile, ImitationHub
@@ -433,13 +433,7 @@ def _cdn_bytes(hub: ImitationHub) -> int:
 
 
 def _sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,11 +71,11 @@ from hypothesis.errors import HypothesisDeprecationWarning  # noqa: E402
 from sqlalchemy import Engine, inspect, select, update  # noqa: E402
 
 from app import create_app, jobs, migrate, storage  # noqa: E402
+from app.cli.localstack import free_port  # noqa: E402
 from app.db import make_engine, make_session_factory  # noqa: E402
+from app.dispatch import QUEUE, Dispatcher  # noqa: E402
 from app.events import CHANNEL  # noqa: E402
 from app.models import DownloadFile, FileStatus  # noqa: E402
-from app.queue import QUEUE, Dispatcher  # noqa: E402
-from app.runner import free_port  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from bench.common import table, write_results  # noqa: E402
 from tests.support import RedisServer  # noqa: E402

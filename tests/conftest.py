@@ -1,53 +1,29 @@
-"""Shared fixtures: settings, and a migrated job store on SQLite and on PostgreSQL."""
+"""Shared fixtures: settings, a migrated job store on SQLite and on PostgreSQL, and the real
+stack (`tests/stack.py`) the pipeline, WebSocket and browser tests drive."""
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import migrate
-from app.db import make_engine, make_session_factory, normalize_url
+from app.db import make_engine, make_session_factory
 from app.settings import Settings
-from tests.hub.fixtures import empty_hub, hf_env, hub, hub_cache_dir  # noqa: F401
+from tests.hub import ImitationHub
+from tests.stack import Stack
+from tests.support import RedisServer, clear_tables, postgres_base_url, temporary_pg_database
+
+pytest_plugins = ["tests.hub.fixtures"]
 
 # huggingface_hub and our own code must never reach the internet from a test.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost,::1")
-
-
-@contextmanager
-def temporary_pg_database(base_url: str) -> Iterator[str]:
-    """A fresh, empty PostgreSQL database beside `base_url`'s, dropped afterwards."""
-    url = make_url(normalize_url(base_url))
-    name = f"modelpull_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def postgres_base_url() -> str:
-    """TEST_DATABASE_URL, required in CI; elsewhere its absence skips PostgreSQL tests."""
-    base = os.environ.get("TEST_DATABASE_URL")
-    if not base:
-        if os.environ.get("CI"):
-            pytest.fail("TEST_DATABASE_URL is not set: CI must run the PostgreSQL tests")
-        pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
-    return base
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +45,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = request.getfixturevalue("pg_url")
     yield url
     engine = make_engine(url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE download_file, download_job CASCADE"))
+    clear_tables(engine)
     engine.dispose()
 
 
@@ -96,3 +71,26 @@ def settings(tmp_path: Path) -> Settings:
     models.mkdir()
     data.mkdir()
     return Settings(models_dir=models, data_dir=data)
+
+
+@pytest.fixture(params=["sqlite"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, hub: ImitationHub) -> Iterator[Stack]:
+    """A fresh stack; `@pytest.mark.parametrize("stack", ["postgres"], indirect=True)` runs
+    it on PostgreSQL instead."""
+    if request.param == "postgres":
+        db_url = request.getfixturevalue("pg_url")
+    else:
+        db_url = f"sqlite:///{tmp_path / 'jobs.db'}"
+        migrate.upgrade(db_url)
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    s = Stack(tmp=tmp_path, hub=hub, db_url=db_url, redis=server)
+    s.collector.start()
+    try:
+        yield s
+    finally:
+        s.close()
+        server.stop()
+        if request.param == "postgres":
+            clear_tables(s.engine)
+            s.engine.dispose()

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,12 +21,13 @@ import redis
 import requests
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import downloads, jobs
+from app import jobs, services
+from app.cli.launch import gunicorn_argv, worker_argv
+from app.cli.localstack import free_port
 from app.db import make_engine, make_session_factory
+from app.dispatch import Dispatcher
 from app.events import CHANNEL
 from app.models import DownloadFile, JobStatus
-from app.queue import Dispatcher
-from app.runner import free_port, worker_argv
 from app.settings import Settings
 from tests.hub import ImitationHub
 from tests.support import RedisServer, wait_for
@@ -159,11 +159,7 @@ class Stack:
         """gunicorn with threads, as in production; returns its base URL."""
         port = free_port()
         log = open(self.logs / "web.log", "ab")  # noqa: SIM115 (lives with the process)
-        argv = [
-            sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}",
-            "--worker-class", "gthread", "--threads", str(threads), "--no-control-socket",
-            "app:create_app()",
-        ]  # fmt: skip
+        argv = gunicorn_argv("127.0.0.1", port, threads=threads)
         proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(**env), stdout=log, stderr=log)
         self.workers["web"] = proc
         url = f"http://127.0.0.1:{port}"
@@ -202,7 +198,7 @@ class Stack:
                 proc.wait(5)
 
     def submit(self, *specs: jobs.FileSpec, model_id: str | None = None) -> dict[str, Any]:
-        return downloads.start_files_download(
+        return services.start_files_download(
             self.sessions, self.dispatcher, self.settings, list(specs), model_id=model_id
         )
 

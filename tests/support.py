@@ -1,18 +1,25 @@
-"""Helpers shared by test suites: waiting for conditions, a private Redis, file hashes."""
+"""Helpers shared by test suites: waiting for conditions, a private Redis, throwaway
+PostgreSQL databases."""
 
 from __future__ import annotations
 
-import hashlib
+import os
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
 
-from app.runner import free_port, redis_server_binary
+from app.cli.localstack import free_port, redis_server_binary
+from app.db import normalize_url
+from app.models import Base
 
 MiB = 1 << 20
 
@@ -27,14 +34,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(every)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(MiB):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class RedisServer:
@@ -69,3 +68,36 @@ def _pings(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+@contextmanager
+def temporary_pg_database(base_url: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database beside `base_url`'s, dropped afterwards."""
+    url = make_url(normalize_url(base_url))
+    name = f"modelpull_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def postgres_base_url() -> str:
+    """TEST_DATABASE_URL, required in CI; elsewhere its absence skips PostgreSQL tests."""
+    base = os.environ.get("TEST_DATABASE_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("TEST_DATABASE_URL is not set: CI must run the PostgreSQL tests")
+        pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
+    return base
+
+
+def clear_tables(engine: Engine) -> None:
+    """Empty every table of the job store (PostgreSQL), keeping the schema."""
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} CASCADE"))

@@ -6,15 +6,13 @@ live worker (or finished) and returns; a worker that died leaves a lease that ex
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
 import traceback
 import uuid
 from datetime import timedelta
-from pathlib import Path
 
 from app import events, jobs, storage
+from app.digest import sha256_file
 from app.errors import (
     CancelledError,
     DownloadError,
@@ -23,9 +21,9 @@ from app.errors import (
     TransientDownloadError,
 )
 from app.models import DownloadFile, DownloadJob, FileStatus, utcnow
-from worker.cache import DestLease, LeaseLostError
 from worker.engine.base import DownloadRequest
-from worker.hub import HubClient
+from worker.engine.hub import HubClient
+from worker.lease import DestLease, LeaseLostError, remove_partial_under_lease
 from worker.progress import FileReporter
 from worker.runtime import Runtime
 
@@ -184,15 +182,7 @@ def _already_present(rt: Runtime, file: DownloadFile) -> bool:
         size, sha256 = resolved.size, sha256 or resolved.sha256
     if path.stat().st_size != size:
         return False
-    return sha256 is None or _sha256_of(path) == sha256
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(4 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256 is None or sha256_file(path) == sha256
 
 
 def _finish(
@@ -280,20 +270,14 @@ def _not_claimed(rt: Runtime, file_id: str) -> str:
         if jobs.dest_wanted_elsewhere(session, row.dest, besides=row.id):
             return "skipped"
         dest = row.dest
-    # Nobody needs the partial any more; take the lease so no live transfer is writing it.
-    lease = DestLease(rt.redis, dest, ttl_seconds=rt.settings.download_lease_seconds)
+    # Nobody needs the partial any more; the lease keeps any live transfer from writing it.
     try:
-        if not lease.try_acquire():
-            return "skipped"
-        for path in (
-            storage.partial_path(rt.settings.models_dir, dest),
-            storage.sidecar_path(rt.settings.models_dir, dest),
-        ):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-    except Exception:
+        removed = remove_partial_under_lease(
+            rt.redis, rt.settings.models_dir, dest, ttl_seconds=rt.settings.download_lease_seconds
+        )
+    except Exception:  # Redis away: the sweeper cleans orphaned partials later
         return "skipped"
-    finally:
-        lease.release()
+    if not removed:
+        return "skipped"
     rt.log.info("cleaned %s", f"file={file_id} dest={dest}")
     return "cleaned"

@@ -10,12 +10,12 @@ import time
 from typing import Any
 
 from app import events, jobs
+from app.dispatch import control_key
 from app.events import CHANNEL
 from app.models import DownloadFile, DownloadJob, FileStatus
-from app.queue import control_key
-from worker.cache import DestLease
 from worker.downloadlog import fields
 from worker.engine.base import Control, Progress
+from worker.lease import DestLease
 from worker.runtime import Runtime
 
 PUBLISH_INTERVAL_S = 0.25  # at most ~4 progress messages a second per file

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_session_factory
-from app.queue import Dispatcher, redis_client
+from app.dispatch import Dispatcher, redis_client
 from app.settings import Downloader, Settings
 from worker.downloadlog import setup_download_log
 from worker.engine.base import Engine
+from worker.engine.hf_hub import HfHubEngine
+from worker.engine.native import NativeEngine
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -40,16 +42,13 @@ class Runtime:
 def make_engine_for(settings: Settings) -> Engine:
     """The engine DOWNLOADER selects."""
     if settings.downloader is Downloader.HF_HUB:
-        from worker.engine.hf_hub import HfHubEngine
-
         return HfHubEngine()
-    from worker.engine.native import NativeEngine
-
     return NativeEngine(settings.download_connections)
 
 
 def build_runtime(settings: Settings, celery: Celery | None = None) -> Runtime:
-    """Build the runtime of this worker process."""
+    """Build the runtime of this worker process (`celery`: the worker's app, which then also
+    sends its requeued messages; without one a producer is made on first use)."""
     redis = redis_client(settings.redis_url)
     return Runtime(
         settings=settings,
@@ -60,19 +59,3 @@ def build_runtime(settings: Settings, celery: Celery | None = None) -> Runtime:
         log=setup_download_log(settings),
         name=f"{socket.gethostname()}:{os.getpid()}",
     )
-
-
-_runtime: Runtime | None = None
-_lock = threading.Lock()
-
-
-def get_runtime() -> Runtime:
-    """The process's runtime, built on first use (after the worker has started)."""
-    global _runtime
-    with _lock:
-        if _runtime is None:
-            from app.settings import load_settings
-            from worker.celery_app import celery
-
-            _runtime = build_runtime(load_settings(), celery)
-        return _runtime

@@ -24,10 +24,10 @@ import time
 from datetime import datetime, timedelta
 
 from app import events, jobs, storage
+from app.dispatch import QUEUE, redis_client
 from app.models import FileStatus, utcnow
-from app.queue import QUEUE, redis_client
-from worker.cache import DestLease
 from worker.downloadlog import fields
+from worker.lease import remove_partial_under_lease
 from worker.runtime import Runtime
 
 LOCK_KEY = "modelpull:sweeper"
@@ -141,15 +141,10 @@ class Sweeper:
                 with self.rt.sessions() as session:
                     if jobs.dest_wanted_elsewhere(session, dest, besides=""):
                         continue
-                lease = DestLease(self.rt.redis, dest, ttl_seconds=s.download_lease_seconds)
-                if not lease.try_acquire():
+                if not remove_partial_under_lease(
+                    self.rt.redis, s.models_dir, dest, ttl_seconds=s.download_lease_seconds
+                ):
                     continue
-                try:
-                    for path in (part, storage.sidecar_path(s.models_dir, dest)):
-                        with contextlib.suppress(FileNotFoundError):
-                            path.unlink()
-                finally:
-                    lease.release()
             except (OSError, ValueError):
                 continue
             cleaned.append(dest)

@@ -1,4 +1,4 @@
-"""The REST API (DESIGN.md "HTTP API"): views translate HTTP into `app.downloads` calls."""
+"""The REST API (DESIGN.md "HTTP API"): views translate HTTP into `app.services` calls."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from app import downloads, jobs
+from app import jobs, services
 from app.catalog import CatalogModel, model_status
 from app.errors import NothingToDownloadError
 from app.events import job_to_dict
@@ -84,9 +84,7 @@ def download_model(model_id: str) -> ResponseReturnValue:
     model = _model(model_id)
     state = state_of(current_app)
     try:
-        job = downloads.start_model_download(
-            state.sessions, state.dispatcher, state.settings, model
-        )
+        job = services.start_model_download(state.sessions, state.dispatcher, state.settings, model)
     except NothingToDownloadError as exc:
         return jsonify(modelId=model.id, allPresent=True, message=str(exc)), 200
     return _accepted(job)
@@ -117,7 +115,7 @@ def download_files() -> ResponseReturnValue:
         for name in files
     ]
     state = state_of(current_app)
-    job = downloads.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
+    job = services.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
     return _accepted(job)
 
 
@@ -156,7 +154,7 @@ def job_list() -> ResponseReturnValue:
 
 def _control(job_id: str, action: str) -> ResponseReturnValue:
     state = state_of(current_app)
-    return jsonify(downloads.control_job(state.sessions, state.dispatcher, _job_id(job_id), action))
+    return jsonify(services.control_job(state.sessions, state.dispatcher, _job_id(job_id), action))
 
 
 @bp.post(f"/models/download/{JOB}/cancel")

@@ -8,8 +8,8 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import func, select, text
 
-from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
-from app.queue import QUEUE
+from app.dispatch import QUEUE
+from app.models import ACTIVE, DownloadFile, DownloadJob, FileStatus, JobStatus
 from app.web.state import state_of
 
 bp = Blueprint("health", __name__)
@@ -88,10 +88,7 @@ def metrics() -> ResponseReturnValue:
         _line("modelpull_bytes_downloaded", float(done_bytes or 0)),
         "# HELP modelpull_active_transfers Files a worker is downloading or verifying now.",
         "# TYPE modelpull_active_transfers gauge",
-        _line(
-            "modelpull_active_transfers",
-            files.get(FileStatus.DOWNLOADING, 0) + files.get(FileStatus.VERIFYING, 0),
-        ),
+        _line("modelpull_active_transfers", sum(files.get(s, 0) for s in ACTIVE)),
     ]
     depth = _queue_depth(state.dispatcher.redis)
     if depth is not None:  # the broker's absence shows in /readyz, not here

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog import Catalog
-from app.queue import Dispatcher
+from app.dispatch import Dispatcher
 from app.settings import Settings
-
-if TYPE_CHECKING:
-    from app.web.ws import Relay
+from app.web.relay import Relay
 
 
 @dataclass

@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import stack  # noqa: F401 (the real stack fixture)
-
-SCREENSHOTS = Path(__file__).parent / "screenshots"
 ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -57,11 +54,3 @@ def page(browser: Any) -> Iterator[Any]:
     pg.problems = problems
     yield pg
     context.close()
-
-
-def shot(page: Any, name: str) -> Path:
-    """Save a screenshot under tests/browser/screenshots/ (not committed)."""
-    SCREENSHOTS.mkdir(exist_ok=True)
-    path = SCREENSHOTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import requests
 
-from tests.browser.conftest import shot
+from tests.browser.screens import shot
 from tests.hub import GeneratedFile
-from tests.integration.conftest import MiB, Stack, wait_for
+from tests.stack import MiB, Stack
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "browser-test-token-0123456789"

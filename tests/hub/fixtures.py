@@ -1,6 +1,6 @@
-"""pytest fixtures for the imitation Hub; import them into a conftest.py.
+"""pytest fixtures for the imitation Hub; register them in a conftest.py with
 
-from tests.hub.fixtures import empty_hub, hf_env, hub, hub_cache_dir  # noqa: F401
+pytest_plugins = ["tests.hub.fixtures"]
 """
 
 from __future__ import annotations

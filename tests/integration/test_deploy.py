@@ -15,7 +15,7 @@ import pytest
 import requests
 import yaml
 
-from app.runner import free_port
+from app.cli.localstack import free_port
 from tests.support import RedisServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app import storage
+from app.digest import sha256_file
 from app.errors import (
     CancelledError,
     ChecksumMismatchError,
@@ -142,7 +143,7 @@ class HfHubEngine:
             "local_dir": str(staging),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.engine.child"],
+            [sys.executable, "-m", "worker.engine.hf_hub_child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -209,11 +210,7 @@ class HfHubEngine:
         commit, etag = "", ""
         with contextlib.suppress(OSError, ValueError):
             commit, etag = meta.read_text().splitlines()[:2]
-        digest = hashlib.sha256()
-        with open(staged, "rb") as fh:
-            while block := fh.read(4 << 20):
-                digest.update(block)
-        sha256 = digest.hexdigest()
+        sha256 = sha256_file(staged)
         expected = request.sha256 or (etag if len(etag) == 64 else None)
         if expected and sha256 != expected:
             raise ChecksumMismatchError(

@@ -43,8 +43,8 @@ from worker.engine.base import (
     ProgressMeter,
     safe_dest,
 )
+from worker.engine.hub import HubClient, ResolvedFile, TransientHttpError, hub_error
 from worker.engine.ranges import RangeSet
-from worker.hub import HubClient, ResolvedFile, TransientHttpError, hub_error
 
 MiB = 1 << 20
 SIDECAR_VERSION = 1

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from app.runner import free_port
-from tests.support import sha256_of
+from app.cli.localstack import free_port
+from app.digest import sha256_file
 
 MODELPULL = [sys.executable, "-m", "app.cli"]
 
@@ -209,7 +209,7 @@ def test_up_then_pull_z_image_turbo_through_the_cli(tmp_path: Path, hub: Any) ->
         assert "done" in pulled.stdout
         for (repo, name), _ in sizes.items():
             path = tmp_path / "models" / name
-            assert sha256_of(path) == hub.file_info(repo, name).sha256
+            assert sha256_file(path) == hub.file_info(repo, name).sha256
         again = cli("pull", "z-image-turbo")
         assert again.returncode == 0 and "already present" in again.stdout
         job_id = pulled.stdout.split()[1].rstrip(":")

@@ -36,12 +36,7 @@ A = json.loads(sys.argv[1])
 ENDPOINT = os.environ["HF_ENDPOINT"]
 CACHE = str(Path(os.environ["HF_HOME"]) / "hub")
 
-def sha256_of(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from app.digest import sha256_file as sha256_of
 
 def error_name(call):
     try:

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from app import downloads, jobs, storage
+from app import jobs, services, storage
 from app.catalog import load_catalog
+from app.digest import sha256_file
 from app.models import FileStatus, JobStatus, utcnow
 from app.settings import DEFAULT_CATALOG
 from tests.hub import VALID_TOKEN, GeneratedFile
-from tests.integration.conftest import (
-    DestinationWatcher,
-    MiB,
-    Stack,
-    cdn_bytes,
-    sha256_of,
-    wait_for,
-)
+from tests.stack import DestinationWatcher, MiB, Stack, cdn_bytes
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,12 +43,12 @@ def test_z_image_turbo_end_to_end_with_events_in_order(stack: Stack) -> None:
     stack.start_worker("w2")
     model = load_catalog(DEFAULT_CATALOG).get("z-image-turbo")
     assert model is not None
-    job = downloads.start_model_download(stack.sessions, stack.dispatcher, stack.settings, model)
+    job = services.start_model_download(stack.sessions, stack.dispatcher, stack.settings, model)
     files = stack.wait_job(job["jobId"], JobStatus.COMPLETED, timeout=120)
 
     for f in files:
         info = stack.hub.file_info(f.repo, f.file_name)
-        assert sha256_of(stack.models / f.dest) == info.sha256 == f.sha256
+        assert sha256_file(stack.models / f.dest) == info.sha256 == f.sha256
         assert f.bytes_done == f.size == info.size
     assert not any(storage.work_dir(stack.models).rglob("*.part"))
 
@@ -104,7 +99,7 @@ def test_a_killed_worker_is_replaced_and_the_file_resumes(
     record_property("takeover_s", round(taken_over, 2))
     record_property("recovered_s", round(recovered, 2))
     print(f"\nworker killed: taken over after {taken_over:.1f} s, complete after {recovered:.1f} s")
-    assert sha256_of(stack.models / "big.gguf") == info.sha256
+    assert sha256_file(stack.models / "big.gguf") == info.sha256
     assert watcher.violations == []  # never visible incomplete
     assert files[0].attempts == 2
     # Resumed, not restarted: the second worker fetched only what the sidecar lacked.
@@ -126,7 +121,9 @@ def test_two_jobs_for_the_same_file_transfer_it_once(stack: Stack) -> None:
     second = stack.submit(spec)
     for job in (first, second):
         stack.wait_job(job["jobId"], JobStatus.COMPLETED, timeout=90)
-    assert sha256_of(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    assert (
+        sha256_file(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    )
     assert cdn_bytes(stack.hub) == 24 * MiB  # one transfer, not two
     log = (stack.data / "logs" / "downloads.log").read_text()
     assert "waiting for the destination held by another transfer" in log
@@ -139,7 +136,7 @@ def test_pause_then_resume_continues_from_the_partial(stack: Stack) -> None:
     job = stack.submit(spec)
     file_id = job["files"][0]["fileId"]
     stack.wait_file(file_id, lambda r: r.bytes_done >= 8 * MiB, "8 MiB downloaded")
-    paused = downloads.control_job(stack.sessions, stack.dispatcher, job["jobId"], "pause")
+    paused = services.control_job(stack.sessions, stack.dispatcher, job["jobId"], "pause")
     assert paused["status"] == "paused"
     # The worker lets go within a moment and keeps the partial.
     wait_for(lambda: "paused" in (stack.data / "logs" / "downloads.log").read_text(), 10, "pause")
@@ -148,10 +145,12 @@ def test_pause_then_resume_continues_from_the_partial(stack: Stack) -> None:
     time.sleep(1.5)
     assert storage.partial_bytes(stack.models, "big.gguf") == kept  # nothing more is written
     resumed_at = time.time()
-    downloads.control_job(stack.sessions, stack.dispatcher, job["jobId"], "resume")
+    services.control_job(stack.sessions, stack.dispatcher, job["jobId"], "resume")
     files = stack.wait_job(job["jobId"], JobStatus.COMPLETED, timeout=90)
     assert files[0].status is FileStatus.COMPLETED
-    assert sha256_of(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    assert (
+        sha256_file(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    )
     assert cdn_bytes(stack.hub, since=resumed_at) <= BIG - kept + MiB
     types = wait_for(
         lambda: (
@@ -170,7 +169,7 @@ def test_cancel_removes_partials_and_settles_cancelled(stack: Stack) -> None:
     stack.start_worker("w1")
     running = stack.submit(spec)
     stack.wait_file(running["files"][0]["fileId"], lambda r: r.bytes_done >= 4 * MiB, "progress")
-    result = downloads.control_job(stack.sessions, stack.dispatcher, running["jobId"], "cancel")
+    result = services.control_job(stack.sessions, stack.dispatcher, running["jobId"], "cancel")
     assert result["status"] == "cancelled"
     part = storage.partial_path(stack.models, "big.gguf")
     wait_for(lambda: not part.exists(), 15, "the partial to be deleted")
@@ -191,11 +190,11 @@ def test_cancelling_a_paused_job_deletes_its_partial_too(stack: Stack) -> None:
     stack.start_worker("w1")
     job = stack.submit(spec)
     stack.wait_file(job["files"][0]["fileId"], lambda r: r.bytes_done >= 4 * MiB, "progress")
-    downloads.control_job(stack.sessions, stack.dispatcher, job["jobId"], "pause")
+    services.control_job(stack.sessions, stack.dispatcher, job["jobId"], "pause")
     part = storage.partial_path(stack.models, "big.gguf")
     wait_for(lambda: "paused" in (stack.data / "logs" / "downloads.log").read_text(), 10, "pause")
     assert part.exists()
-    downloads.control_job(stack.sessions, stack.dispatcher, job["jobId"], "cancel")
+    services.control_job(stack.sessions, stack.dispatcher, job["jobId"], "cancel")
     wait_for(lambda: not part.exists(), 15, "a worker to delete the idle partial")
 
 
@@ -245,7 +244,9 @@ def test_redis_restart_during_a_download(stack: Stack) -> None:
     time.sleep(2)
     stack.redis.start()
     files = stack.wait_job(job["jobId"], JobStatus.COMPLETED, timeout=120)
-    assert sha256_of(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    assert (
+        sha256_file(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    )
     assert files[0].attempts == 1  # the download went on through the outage
     # Events resumed once Redis was back: progress past the restart point, then the end.
     evts = stack.collector.until_job_event(job["jobId"])
@@ -285,7 +286,9 @@ def test_sigterm_hands_the_file_back_promptly(stack: Stack) -> None:
     assert (files[0].started_at - signalled_at).total_seconds() < lease
     completed = [line for line in log.read_text().splitlines() if " completed " in line]
     assert completed and "resumed_from=0 " not in completed[-1], completed
-    assert sha256_of(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    assert (
+        sha256_file(stack.models / "big.gguf") == stack.hub.file_info("org/big", "big.gguf").sha256
+    )
 
 
 def test_rows_whose_messages_never_left_are_sent_by_the_sweeper(stack: Stack) -> None:
@@ -313,7 +316,8 @@ def test_on_postgres_two_workers_share_the_queue(stack: Stack) -> None:
     assert len(processes) == 2  # both workers took part
     for f in files:
         assert (
-            sha256_of(stack.models / f.dest) == stack.hub.file_info("org/many", f.file_name).sha256
+            sha256_file(stack.models / f.dest)
+            == stack.hub.file_info("org/many", f.file_name).sha256
         )
 
 

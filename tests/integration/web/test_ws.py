@@ -14,7 +14,8 @@ import requests
 import simple_websocket
 
 from tests.hub import GeneratedFile
-from tests.integration.conftest import MiB, Stack, wait_for
+from tests.stack import MiB, Stack
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "ws-test-token-0123456789abcdef"

@@ -10,7 +10,7 @@ from sqlalchemy import inspect
 
 from app import migrate
 from app.db import make_engine
-from tests.conftest import postgres_base_url, temporary_pg_database
+from tests.support import postgres_base_url, temporary_pg_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

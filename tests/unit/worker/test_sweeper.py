@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from app import jobs, storage
+from app.dispatch import QUEUE
 from app.models import FileStatus, JobStatus, utcnow
-from app.queue import QUEUE
 from app.settings import Settings
 from tests.support import RedisServer, wait_for
 from worker.runtime import Runtime, build_runtime

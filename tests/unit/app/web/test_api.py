@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from app import jobs
+from app.dispatch import QUEUE, TASK_NAME
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
-from app.queue import QUEUE, TASK_NAME
-from tests.unit.app.web.conftest import AUTH
+from tests.webapp import AUTH
 
 JOBS = "/api/models/download"
 

@@ -10,7 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import tokens
-from tests.unit.app.web.conftest import AUTH, ENV_TOKEN
+from tests.webapp import AUTH, ENV_TOKEN
 
 PUBLIC = {"/healthz", "/readyz", "/login", "/static/<path:filename>"}
 

@@ -8,7 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.support import RedisServer
-from tests.unit.app.web.conftest import AUTH
+from tests.webapp import AUTH
 
 
 def test_liveness_and_readiness_need_no_credentials(client: FlaskClient) -> None:

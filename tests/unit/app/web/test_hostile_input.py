@@ -23,10 +23,10 @@ from sqlalchemy import inspect, text
 from werkzeug.test import EnvironBuilder, TestResponse
 
 from app import create_app
-from app.queue import Dispatcher
+from app.dispatch import Dispatcher
 from app.settings import Settings
 from app.web.auth import redact_query
-from tests.unit.app.web.conftest import AUTH, ENV_TOKEN
+from tests.webapp import AUTH, ENV_TOKEN
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 
 from app.events import CHANNEL
-from app.web.ws import CLIENT_QUEUE, Relay
+from app.web.relay import CLIENT_QUEUE, Relay
 from tests.support import RedisServer, wait_for
 
 

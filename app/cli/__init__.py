@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from app.cli.launch import gunicorn_argv, worker_argv
 from app.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     from app.settings import load_settings
 
     if args.command == "up":
-        from app.runner import home_path, run_stack
+        from app.cli.localstack import home_path, run_stack
 
         env = dict(os.environ)
         if args.models_dir:
@@ -104,18 +105,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _remote(args, load_settings())
     if args.command == "web":
         load_settings()  # fail here, with a clear message, rather than inside gunicorn
-        argv = [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"{args.host}:{args.port}",
-            "--worker-class", "gthread",
-            "--threads", str(args.threads),
-            "--no-control-socket",
-            "app:create_app()",
-        ]  # fmt: skip
+        argv = gunicorn_argv(args.host, args.port, threads=args.threads)
         os.execv(sys.executable, argv)  # noqa: S606 (replace this process with gunicorn)
     if args.command == "worker":
-        from app.runner import worker_argv
-
         settings = load_settings()
         argv = worker_argv(args.concurrency or settings.worker_concurrency, args.name)
         os.execv(sys.executable, argv)  # noqa: S606 (replace this process with celery)
@@ -134,7 +126,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _remote(args: argparse.Namespace, settings: Settings) -> int:
     from rich.console import Console
 
-    from app.client import ApiClient, ClientError, Follower, job_table, jobs_table, models_table
+    from app.cli.client import ApiClient, ClientError, Follower, job_table, jobs_table, models_table
 
     console = Console(stderr=False)
     client = ApiClient(args.url or settings.modelpull_url, args.token or settings.modelpull_token)
@@ -215,7 +207,3 @@ def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from pathlib import Path
 from typing import Any
 
+from app import storage
 from app.errors import DownloadError
 
 # Renew if we hold it; take it back if a Redis restart lost it; refuse if another holds it.
@@ -85,3 +87,18 @@ class DestLease:
             return
         finally:
             self.held = False
+
+
+def remove_partial_under_lease(
+    redis: Any, models_dir: Path, dest: str, *, ttl_seconds: float
+) -> bool:
+    """Delete a partial that no job wants any more, holding the destination's lease so that no
+    live transfer is writing it meanwhile; False (nothing deleted) when another holds it."""
+    lease = DestLease(redis, dest, ttl_seconds=ttl_seconds)
+    if not lease.try_acquire():
+        return False
+    try:
+        storage.remove_partial(models_dir, dest)
+    finally:
+        lease.release()
+    return True

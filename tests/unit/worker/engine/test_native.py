@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from app import storage
+from app.digest import sha256_file
 from app.errors import (
     CancelledError,
     ChecksumMismatchError,
@@ -89,14 +89,6 @@ def request(
     )
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(MiB):
-            h.update(block)
-    return h.hexdigest()
-
-
 def assert_clean(models: Path, dest: str = BIG) -> None:
     assert not storage.partial_path(models, dest).exists()
     assert not storage.sidecar_path(models, dest).exists()
@@ -115,7 +107,7 @@ def test_parallel_download_through_the_cdn_is_verified_and_placed(
     )
     info = repo_hub.file_info(REPO, BIG)
     assert result.path == models.resolve() / BIG
-    assert sha256_of(result.path) == info.sha256 == result.sha256
+    assert sha256_file(result.path) == info.sha256 == result.sha256
     assert (result.size, result.etag, result.commit) == (BIG_SIZE, info.sha256, info.commit)
     assert result.bytes_transferred == BIG_SIZE and result.resumed_from == 0
     assert_clean(models)
@@ -146,7 +138,7 @@ def test_small_regular_file_uses_one_connection_and_its_git_blob_id(
 def test_a_dropped_connection_is_resumed(repo_hub: ImitationHub, models: Path) -> None:
     repo_hub.faults.add(path=BIG, host="cdn", drop_after=3 * MiB, times=3)
     result = fast_engine().download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     # The dropped pieces were continued, not fetched again from their start.
     assert result.bytes_transferred == BIG_SIZE
 
@@ -155,7 +147,7 @@ def test_a_dropped_connection_is_resumed(repo_hub: ImitationHub, models: Path) -
 def test_server_errors_are_retried(repo_hub: ImitationHub, models: Path, status: int) -> None:
     repo_hub.faults.add(path=BIG, host="cdn", status=status, times=2)
     result = fast_engine().download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     assert [r.status for r in cdn_gets(repo_hub)].count(status) == 2
 
 
@@ -196,7 +188,7 @@ def test_a_server_ignoring_range_is_downloaded_in_one_piece(
 ) -> None:
     repo_hub.faults.add(path=BIG, host="cdn", ignore_range=True, times=None)
     result = fast_engine(connections=8).download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     assert any(r.status == 200 and not r.header("Range") for r in cdn_gets(repo_hub))
 
 
@@ -211,7 +203,7 @@ def test_a_stalled_connection_is_reconnected_without_using_retries(
     result = fast_engine(connections=2, stall_timeout=0.3, max_retries=1).download(
         request(repo_hub, models)
     )
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     assert time.monotonic() - started < 20  # the 5 s stalls were cut short
 
 
@@ -220,7 +212,7 @@ def test_a_corrupt_byte_is_caught_discarded_and_fetched_again(
 ) -> None:
     repo_hub.faults.add(path=BIG, host="cdn", corrupt_offset=BIG_SIZE // 2, times=1)
     result = fast_engine().download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     assert result.bytes_transferred == BIG_SIZE  # the second, clean attempt
 
 
@@ -286,7 +278,7 @@ def test_a_gated_repo_downloads_with_an_approved_token(
     result = fast_engine().download(
         request(repo_hub, models, "model.safetensors", repo="org/gated", token=VALID_TOKEN)
     )
-    assert sha256_of(result.path) == repo_hub.file_info("org/gated", "model.safetensors").sha256
+    assert sha256_file(result.path) == repo_hub.file_info("org/gated", "model.safetensors").sha256
 
 
 @pytest.mark.parametrize(
@@ -328,7 +320,7 @@ def test_pause_keeps_the_partial_and_resume_fetches_only_the_rest(
     result = fast_engine().download(request(repo_hub, models))
     assert result.resumed_from == kept
     assert result.bytes_transferred == BIG_SIZE - kept
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     assert_clean(models)
 
 
@@ -351,7 +343,7 @@ def test_a_changed_file_restarts_cleanly(repo_hub: ImitationHub, models: Path) -
     result = fast_engine().download(request(repo_hub, models))
     new = repo_hub.file_info(REPO, BIG)
     assert result.resumed_from == 0 and result.size == new.size
-    assert sha256_of(result.path) == new.sha256
+    assert sha256_file(result.path) == new.sha256
 
 
 def test_no_token_in_the_sidecar(repo_hub: ImitationHub, models: Path) -> None:
@@ -453,7 +445,7 @@ def test_a_killed_process_resumes_from_the_sidecar(repo_hub: ImitationHub, model
     result = fast_engine().download(request(repo_hub, models))
     assert result.resumed_from == recorded
     assert result.bytes_transferred == BIG_SIZE - recorded
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
 
 
 def test_without_ranges_a_broken_transfer_starts_again_from_zero(
@@ -462,7 +454,7 @@ def test_without_ranges_a_broken_transfer_starts_again_from_zero(
     repo_hub.faults.add(path=BIG, host="cdn", ignore_range=True, drop_after=4 * MiB, times=1)
     repo_hub.faults.add(path=BIG, host="cdn", ignore_range=True, times=None)
     result = fast_engine().download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
 
 
 def test_without_ranges_and_always_dropping_it_gives_up(
@@ -488,7 +480,7 @@ def test_preallocation_failures(
         assert not cdn_gets(repo_hub)
     else:  # a filesystem without fallocate: the file is sized another way and works
         result = fast_engine().download(request(repo_hub, models))
-        assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+        assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
 
 
 def test_if_range_uses_the_cdns_own_etag(repo_hub: ImitationHub, models: Path) -> None:
@@ -496,7 +488,7 @@ def test_if_range_uses_the_cdns_own_etag(repo_hub: ImitationHub, models: Path) -
     # would make every ranged answer a full 200.
     repo_hub.cdn_etag = "opaque"
     result = fast_engine(connections=4).download(request(repo_hub, models))
-    assert sha256_of(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
     gets = cdn_gets(repo_hub)
     validators = {r.header("If-Range") for r in gets} - {None}  # type: ignore[attr-defined]
     assert len(validators) == 1 and repo_hub.file_info(REPO, BIG).sha256 not in validators.pop()

@@ -11,6 +11,7 @@ from typing import ClassVar
 import pytest
 import requests
 
+from app.cli.localstack import free_port
 from app.errors import (
     EntryNotFoundError,
     GatedRepoError,
@@ -19,9 +20,8 @@ from app.errors import (
     TransientDownloadError,
     UnauthorizedError,
 )
-from app.runner import free_port
 from tests.hub import VALID_TOKEN, GeneratedFile, ImitationHub
-from worker.hub import HubClient, TransientHttpError, hub_error, origin, retry_after_seconds
+from worker.engine.hub import HubClient, TransientHttpError, hub_error, origin, retry_after_seconds
 
 REPO = "org/models"
 

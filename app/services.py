@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import events, jobs
 from app.catalog import CatalogModel
+from app.dispatch import Dispatcher
 from app.models import DownloadJob, FileStatus
-from app.queue import Dispatcher
 from app.settings import Settings
 
 

