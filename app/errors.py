@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ModelpullError(Exception):
     """Base of every error the service raises on purpose."""
@@ -107,6 +111,19 @@ class ChecksumMismatchError(PermanentDownloadError):
 
 class DiskFullError(PermanentDownloadError):
     """Not enough free space for the file."""
+
+
+@contextmanager
+def disk_full_as(
+    message: str, *, repo: str | None = None, file: str | None = None
+) -> Iterator[None]:
+    """Turn an OSError for a full disk or quota into DiskFullError(message); re-raise others."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(message, repo=repo, file=file) from None
+        raise
 
 
 class UnsafePathError(PermanentDownloadError):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from pathlib import Path, PurePosixPath
+
+from app import sidecar
 
 # Partial files live in a hidden folder on the same filesystem as their destination, so the
 # final rename is atomic, and out of the way of tools that scan the models directory.
@@ -107,10 +108,6 @@ def partial_bytes(models_dir: Path, dest: str) -> int | None:
     part = partial_path(models_dir, dest)
     if not part.exists():
         return None
-    sidecar = sidecar_path(models_dir, dest)
-    try:
-        data = json.loads(sidecar.read_text())
-        return sum(int(end) - int(start) for start, end in data["done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        # No usable sidecar: the partial was written front to back, so its size is the count.
-        return part.stat().st_size
+    done = sidecar.done_bytes(sidecar_path(models_dir, dest))
+    # No usable sidecar: the partial was written front to back, so its size is the count.
+    return part.stat().st_size if done is None else done

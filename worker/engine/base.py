@@ -10,6 +10,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
+from app import storage
+from app.errors import UnsafePathError
+
 
 class Control(StrEnum):
     """What a user asked a running download to do."""
@@ -71,9 +74,6 @@ class DownloadResult:
 
 def safe_dest(request: DownloadRequest) -> Path:
     """The request's destination, refusing a file name or dest that would leave MODELS_DIR."""
-    from app import storage
-    from app.errors import UnsafePathError
-
     try:
         storage.check_relative_path(request.file_name)
         return storage.dest_path(request.models_dir, request.dest)

@@ -28,7 +28,6 @@ from app.errors import (
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 SHA1_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
-COMMIT_RE = SHA1_RE
 DEFAULT_TIMEOUT = (10.0, 30.0)
 MAX_REDIRECTS = 10
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -82,6 +81,11 @@ class TransientHttpError(TransientDownloadError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The seconds a server asked us to wait, if `exc` is an answer that said so."""
+    return exc.retry_after if isinstance(exc, TransientHttpError) else None
 
 
 def hub_error(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 
 class RangeSet:
@@ -32,6 +32,10 @@ class RangeSet:
         if not placed:
             merged.append((start, end))
         self._ranges = merged
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """The ranges as (start, end), in order."""
+        return iter(self._ranges)
 
     @property
     def total(self) -> int:

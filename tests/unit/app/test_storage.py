@@ -92,3 +92,13 @@ def test_partials_live_in_the_hidden_folder_and_count_done_ranges(tmp_path: Path
         json.dumps({"done": [[0, 100], [500, 750]]})
     )
     assert storage.partial_bytes(tmp_path, "sub/m.gguf") == 350
+
+
+def test_partial_bytes_falls_back_to_the_partials_size_when_the_sidecar_is_unreadable(
+    tmp_path: Path,
+) -> None:
+    part = storage.partial_path(tmp_path, "m.gguf")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"\0" * 64)
+    storage.sidecar_path(tmp_path, "m.gguf").write_text("{not json")
+    assert storage.partial_bytes(tmp_path, "m.gguf") == 64

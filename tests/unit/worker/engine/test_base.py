@@ -1,33 +1,13 @@
-"""Range bookkeeping and the progress meter."""
+"""What every engine takes and returns: the progress meter and the destination check."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from worker.engine.base import Progress, ProgressMeter
-from worker.engine.ranges import RangeSet
-
-
-def test_ranges_merge_and_report_gaps() -> None:
-    r = RangeSet([(10, 20), [30, 40]])
-    r.add(20, 25)
-    r.add(5, 5)  # empty: ignored
-    assert r.to_list() == [[10, 25], [30, 40]]
-    assert r.total == 25 and r.prefix_end() == 0
-    assert r.missing(50) == [(0, 10), (25, 30), (40, 50)]
-    r.add(0, 12)
-    r.add(24, 45)
-    assert r.to_list() == [[0, 45]] and r.prefix_end() == 45
-    assert not r.covers(50) and r.missing(50) == [(45, 50)]
-    r.add(45, 50)
-    assert r.covers(50) and RangeSet().missing(3) == [(0, 3)]
-
-
-def test_ranges_insert_before_existing() -> None:
-    r = RangeSet([(50, 60)])
-    r.add(0, 10)
-    r.add(20, 30)
-    assert r.to_list() == [[0, 10], [20, 30], [50, 60]]
+from app.errors import UnsafePathError
+from worker.engine.base import DownloadRequest, Progress, ProgressMeter, safe_dest
 
 
 class Clock:
@@ -57,3 +37,17 @@ def test_meter_throttles_smooths_speed_and_computes_eta() -> None:
     assert report.status == "verifying" and report.eta == 0.0
     assert len(seen) == 4
     assert Progress(5, None, 0.0, None).percent == 0.0
+
+
+def _request(models: Path, file_name: str, dest: str) -> DownloadRequest:
+    return DownloadRequest(
+        repo="org/m", file_name=file_name, dest=dest, models_dir=models, endpoint="http://hub"
+    )
+
+
+def test_safe_dest_is_inside_the_models_dir_or_refused(tmp_path: Path) -> None:
+    assert safe_dest(_request(tmp_path, "a/b.gguf", "x/b.gguf")) == tmp_path.resolve() / "x/b.gguf"
+    for file_name, dest in [("../b.gguf", "b.gguf"), ("b.gguf", "../../b.gguf")]:
+        with pytest.raises(UnsafePathError, match="refused") as info:
+            safe_dest(_request(tmp_path, file_name, dest))
+        assert (info.value.repo, info.value.file) == ("org/m", file_name)

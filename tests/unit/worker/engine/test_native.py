@@ -377,7 +377,7 @@ def test_too_little_free_space_fails_before_downloading(
 
     real = shutil.disk_usage
     monkeypatch.setattr(
-        "worker.engine.native.shutil.disk_usage",
+        "worker.engine.disk.shutil.disk_usage",
         lambda p: real(p)._replace(free=10 * MiB),
     )
     with pytest.raises(DiskFullError, match="MiB more, 10 MiB are free"):
@@ -397,7 +397,7 @@ def test_a_disk_that_fills_up_mid_download_fails_clearly(
         written[0] += len(data)
         return real_pwrite(fd, data, offset)
 
-    monkeypatch.setattr("worker.engine.native.os.pwrite", pwrite)
+    monkeypatch.setattr("worker.engine.transfer.os.pwrite", pwrite)
     with pytest.raises(DiskFullError, match="disk filled up"):
         fast_engine().download(request(repo_hub, models))
     assert not (models / BIG).exists()
@@ -473,7 +473,7 @@ def test_preallocation_failures(
     def fallocate(fd: int, offset: int, length: int) -> None:
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr("worker.engine.native.os.posix_fallocate", fallocate)
+    monkeypatch.setattr("worker.engine.disk.os.posix_fallocate", fallocate)
     if code == errno.ENOSPC:
         with pytest.raises(DiskFullError, match="not enough free space"):
             fast_engine().download(request(repo_hub, models))

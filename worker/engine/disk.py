@@ -1,0 +1,53 @@
+"""The disk side of a download: free space, preallocation, durable renames."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+from app.errors import DiskFullError, disk_full_as
+from worker.engine.base import DownloadRequest
+
+MiB = 1 << 20
+DISK_RESERVE = 16 * MiB  # keep this much free beyond the file, for the sidecar and the FS
+
+
+def check_space(folder: Path, needed: int, request: DownloadRequest) -> None:
+    """Raise DiskFullError unless `folder` has `needed` bytes free and the reserve besides."""
+    free = shutil.disk_usage(folder).free
+    if free < needed + DISK_RESERVE:
+        raise DiskFullError(
+            f"not enough free space in {request.models_dir}: the file needs "
+            f"{_mib(needed)} MiB more, {_mib(free)} MiB are free",
+            repo=request.repo,
+            file=request.file_name,
+        )
+
+
+def preallocate(fd: int, size: int, request: DownloadRequest) -> None:
+    """Reserve `size` bytes for the open file, so a full disk shows now, not mid-download."""
+    if os.fstat(fd).st_size == size:
+        return
+    message = f"not enough free space in {request.models_dir} for {_mib(size)} MiB"
+    try:
+        with disk_full_as(message, repo=request.repo, file=request.file_name):
+            os.posix_fallocate(fd, 0, size)
+    except OSError:
+        os.ftruncate(fd, size)  # filesystems without fallocate (some NFS)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory's entries, best effort."""
+    # A rename is atomic but only durable once the directory entry is on disk.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _mib(n: int) -> int:
+    return max(0, n) // MiB
