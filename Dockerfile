@@ -22,4 +22,4 @@ USER modelpull
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s \
   CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
-CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-class", "gthread", "--threads", "32", "--no-control-socket", "app:create_app()"]
+CMD ["modelpull", "web", "--host", "0.0.0.0", "--port", "8000", "--threads", "32"]

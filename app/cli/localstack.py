@@ -17,11 +17,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO
 
 from app import migrate
-from app.cli.launch import gunicorn_argv, worker_argv
 from app.settings import Settings
 
 STOP_TIMEOUT_S = 15.0
@@ -74,7 +72,9 @@ class Child:
 
 @dataclass
 class Stack:
-    """What `modelpull up` runs, in start order."""
+    """What `modelpull up` runs, in start order. The web and worker command lines are handed
+    in by `app.cli.launch`, which builds them for every start of those processes (and runs
+    this stack, so this module does not import it back)."""
 
     settings: Settings
     host: str = "127.0.0.1"
@@ -82,6 +82,8 @@ class Stack:
     out: IO[str] = field(default_factory=lambda: sys.stdout)
     children: list[Child] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
+    web_argv: Sequence[str] = field(kw_only=True)
+    worker_argv: Sequence[str] = field(kw_only=True)
 
     def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
         proc = subprocess.Popen(
@@ -130,9 +132,8 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     def start_web(self, env: Mapping[str, str]) -> str:
-        """The web tier under gunicorn, as `modelpull web` runs it."""
-        argv = gunicorn_argv(self.host, self.port, options=["--graceful-timeout", "10"])
-        child = self._spawn("web", argv, env)
+        """The web tier, listening on this stack's host and port."""
+        child = self._spawn("web", self.web_argv, env)
         probe_host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         url = f"http://{probe_host}:{self.port}"
         _wait_until(lambda: _http_ok(f"{url}/healthz"), "web", child)
@@ -140,7 +141,7 @@ class Stack:
 
     def start_worker(self, env: Mapping[str, str]) -> None:
         """One download worker."""
-        self._spawn("worker", worker_argv(self.settings.worker_concurrency), env)
+        self._spawn("worker", self.worker_argv, env)
 
     def request_stop(self, *_: object) -> None:
         """Signal handler: ask the main loop to stop everything."""
@@ -242,13 +243,3 @@ def login_token(settings: Settings) -> str:
     path.touch(mode=0o600)
     path.write_text(plain + "\n")
     return plain
-
-
-def run_stack(settings: Settings, *, host: str, port: int) -> int:
-    """Entry point of `modelpull up`."""
-    return Stack(settings=settings, host=host, port=port).run()
-
-
-def home_path(p: str) -> Path:
-    """Expand ~ and make absolute, for CLI flags."""
-    return Path(p).expanduser().resolve()

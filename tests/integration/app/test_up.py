@@ -69,10 +69,20 @@ def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for_banner(proc: subprocess.Popen[str]) -> str:
+def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
+    """The first line of stdout holding `marker`: the children share the supervisor's stdout,
+    so the worker's Celery banner may come before or between its lines."""
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "modelpull is up:" in line, f"unexpected output {line!r}; stderr: {proc.stderr}"
+    seen = []
+    for line in iter(proc.stdout.readline, ""):
+        if marker in line:
+            return line
+        seen.append(line)
+    raise AssertionError(f"no {marker!r} in the output {seen!r}")
+
+
+def _wait_for_banner(proc: subprocess.Popen[str]) -> str:
+    line = _read_until(proc, "modelpull is up:")
     return line.split("modelpull is up:", 1)[1].split()[0]
 
 
@@ -86,8 +96,7 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
         assert url == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
             assert resp.status == 200
-        assert proc.stdout is not None
-        token_line = proc.stdout.readline()
+        token_line = _read_until(proc, "/login with the token:")
         token = token_line.rsplit(" ", 1)[1].strip()
         assert f"{url}/login" in token_line and token.startswith("mp_")
         # The printed token signs in: the API answers it.
@@ -188,8 +197,7 @@ def test_up_then_pull_z_image_turbo_through_the_cli(tmp_path: Path, hub: Any) ->
     )  # fmt: skip
     try:
         url = _wait_for_banner(proc)
-        assert proc.stdout is not None
-        token = proc.stdout.readline().rsplit(" ", 1)[1].strip()
+        token = _read_until(proc, "/login with the token:").rsplit(" ", 1)[1].strip()
         children = _children(proc.pid)
         client_env = dict(env, MODELPULL_URL=url, MODELPULL_TOKEN=token)
 

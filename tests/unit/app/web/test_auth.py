@@ -203,7 +203,7 @@ def test_the_websocket_refuses_a_cookie_from_another_origin_before_upgrading(
 def test_token_cli_creates_lists_and_revokes(
     app: Flask, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from app.cli import _token
+    from app.cli.admin import run_token as _token
 
     settings = app.extensions["modelpull"].settings
 
