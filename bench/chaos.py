@@ -1,7 +1,7 @@
 """Chaos: many downloads through two workers while workers die, Redis restarts and the Hub
 misbehaves. Nothing may be corrupt, nothing incomplete may ever be visible.
 
-    python bench/chaos.py [--quick] [--downloads N] [--max-mib M] [--seed S] [--out PATH]
+    .venv/bin/python -m bench.chaos [--quick] [--downloads N] [--max-mib M] [--seed S] [--out PATH]
 
 A real stack: the imitation Hub (each connection capped, as a CDN would), a private Redis,
 two Celery worker processes, the SQLite job store (or PostgreSQL with --db-url). At random
@@ -27,10 +27,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import random
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -38,19 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from sqlalchemy import select
 
-from app import jobs, migrate
+from app import jobs
 from app.digest import sha256_file
-from app.models import DownloadFile, FileStatus, JobStatus
+from app.models import JOB_TERMINAL, DownloadFile, FileStatus, JobStatus
 from bench.common import RESULTS, percentile, table, write_results
+from bench.stacks import empty_store, imitation_hub, start_stack, stop_stack
 from tests.hub import GeneratedFile, ImitationHub
-from tests.stack import MiB, Stack
-from tests.support import RedisServer
-
-TERMINAL = {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
+from tests.stack import Stack, cdn_bytes
+from tests.support import MiB
 
 
 @dataclass
@@ -160,32 +157,20 @@ class Chaos:
         return sizes
 
     def run(self) -> dict[str, Any]:
-        cache = Path(tempfile.gettempdir()) / "modelpull-bench-hub-cache"
-        cache.mkdir(exist_ok=True)
-        hub = ImitationHub(data_dir=self.tmp / "hub", cache_dir=cache)
-        hub.start()
-        redis = RedisServer(self.tmp / "redis")
-        redis.start()
-        db_url = self.args.db_url or f"sqlite:///{self.tmp / 'jobs.db'}"
-        migrate.upgrade(db_url)
-        stack = Stack(
-            tmp=self.tmp,
-            hub=hub,
-            db_url=db_url,
-            redis=redis,
-            extra_env={
-                "DOWNLOAD_CONNECTIONS": str(self.args.connections),
-                "DOWNLOAD_LEASE_SECONDS": str(self.args.lease),
-                "SWEEP_INTERVAL_SECONDS": "2",
-                "WORKER_CONCURRENCY": "2",
-            },
-        )
-        stack.collector.start()
+        hub = imitation_hub(self.tmp)
+        env = {
+            "DOWNLOAD_CONNECTIONS": str(self.args.connections),
+            "DOWNLOAD_LEASE_SECONDS": str(self.args.lease),
+            "SWEEP_INTERVAL_SECONDS": "2",
+            "WORKER_CONCURRENCY": "2",
+        }
         try:
-            return self._run(stack, hub)
+            stack = start_stack(self.tmp, hub, self.args.db_url, env)
+            try:
+                return self._run(stack, hub)
+            finally:
+                stop_stack(stack)
         finally:
-            stack.close()
-            redis.stop()
             hub.stop()
 
     def _run(self, stack: Stack, hub: ImitationHub) -> dict[str, Any]:
@@ -208,7 +193,7 @@ class Chaos:
             self._start_worker(stack, logical)
         watcher = Watcher(stack.models, {d.name: d.size for d in downloads})
         watcher.start()
-        cdn_before = _cdn_bytes(hub)
+        cdn_before = cdn_bytes(hub)
         began = time.monotonic()
         for d in downloads:
             job = stack.submit(jobs.FileSpec("chaos/weights", d.name))
@@ -220,7 +205,7 @@ class Chaos:
             statuses = self._statuses(stack, downloads)
             for d in downloads:
                 status = statuses[d.job_id]
-                if status in TERMINAL and d.job_id not in self.ended:
+                if status in JOB_TERMINAL and d.job_id not in self.ended:
                     self.ended.add(d.job_id)
                     self.note(f"{d.name} {status.value} ({len(self.ended)}/{len(downloads)})")
             self._track_recovery(stack)
@@ -228,12 +213,12 @@ class Chaos:
                 if now >= when:
                     del self.restart_at[logical]
                     self._start_worker(stack, logical)
-            if all(s in TERMINAL for s in statuses.values()) and not self.restart_at:
+            if all(s in JOB_TERMINAL for s in statuses.values()) and not self.restart_at:
                 break
             if now > deadline:
                 self.note("timeout: giving up on the rest")
                 break
-            if now >= next_event and any(s not in TERMINAL for s in statuses.values()):
+            if now >= next_event and any(s not in JOB_TERMINAL for s in statuses.values()):
                 self._event(stack, hub)
                 next_event = time.monotonic() + self._gap()
             time.sleep(0.1)
@@ -396,7 +381,7 @@ class Chaos:
             "completed": completed,
             "corrupt": corrupt,
             "visible_incomplete": len(watcher.seen_incomplete) + len(strays),
-            "bytes_ratio": round((_cdn_bytes(hub) - cdn_before) / needed, 3),
+            "bytes_ratio": round((cdn_bytes(hub) - cdn_before) / needed, 3),
             "recover_s_max": round(max(recover), 1) if recover else None,
             "recover_s": [round(r, 1) for r in recover],
             "recover_s_p50": round(percentile(recover, 50), 1) if recover else None,
@@ -423,13 +408,7 @@ class Chaos:
 
 def math_exp_uniform(rng: random.Random, low: int, high: int) -> int:
     """An integer drawn log-uniformly from [low, high]: many small files, a few big ones."""
-    import math
-
     return max(low, min(high, round(math.exp(rng.uniform(math.log(low), math.log(high))))))
-
-
-def _cdn_bytes(hub: ImitationHub) -> int:
-    return sum(r.body_bytes for r in hub.requests if r.host == "cdn")
 
 
 def _sha256(path: Path) -> str | None:
@@ -458,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     args.lease = args.lease or (5 if quick else 10)
     args.every = (2.0, 4.0) if quick else (3.0, 8.0)
     if args.db_url:
-        _empty(args.db_url)
+        empty_store(args.db_url)
     with tempfile.TemporaryDirectory(prefix="modelpull-chaos-") as tmp:
         data = Chaos(args, Path(tmp)).run()
-    command = "python bench/chaos.py" + (" --quick" if quick else "")
+    command = "python -m bench.chaos" + (" --quick" if quick else "")
     if args.seed != 1:
         command += f" --seed {args.seed}"
     if args.db_url:
@@ -488,19 +467,6 @@ def main(argv: list[str] | None = None) -> int:
     write_results(args.out, data, title="Chaos suite", command=command, body=body)
     bad = data["corrupt"] or data["visible_incomplete"] or data["completed"] < data["downloads"]
     return 1 if bad else 0
-
-
-def _empty(db_url: str) -> None:
-    from sqlalchemy import text
-
-    from app.db import make_engine
-
-    migrate.upgrade(db_url)
-    engine = make_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM download_file"))
-        conn.execute(text("DELETE FROM download_job"))
-    engine.dispose()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""What every bench script shares: the machine description and how results are written."""
+"""What every bench script shares: the machine description, tables, percentiles and how
+results are written.
+
+Every bench script runs as a module from the project root: `.venv/bin/python -m bench.chaos`,
+`-m bench.scale`, `-m bench.throughput`, `-m bench.fuzz`. This module stays light on purpose:
+bench.throughput measures its downloaders' peak RSS, which counts the memory of the process
+that started them (Linux keeps the high-water mark across fork and exec)."""
 
 from __future__ import annotations
 
@@ -52,23 +58,22 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
+def markdown_report(
+    title: str, command: str, body: str, info: dict[str, str], *, about: str = ""
+) -> str:
+    """A markdown report: the title, the command line (and what it measured), the machine,
+    then `body`."""
+    line = f"`{command}`" + (f" — {about}" if about else "")
+    machine_line = "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items())
+    return "\n".join([f"# {title}", "", line, "", machine_line, "", body, ""])
+
+
 def write_results(out: Path, data: dict[str, Any], *, title: str, command: str, body: str) -> None:
     """Write `data` (plus the machine) as JSON to `out` and a markdown report beside it;
     print the report."""
     info = machine()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**data, "machine": info}, indent=2) + "\n")
-    md = "\n".join(
-        [
-            f"# {title}",
-            "",
-            f"`{command}`",
-            "",
-            "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
-            "",
-            body,
-            "",
-        ]
-    )
+    md = markdown_report(title, command, body, info)
     out.with_suffix(".md").write_text(md)
     print(md)

@@ -1,7 +1,7 @@
 """Scale and latency: files per second as workers are added, how fresh live progress is,
 how the API holds up with a big history, and a worker's memory on a huge file.
 
-    python bench/scale.py [--quick] [--parts files,progress,api,memory] [--out PATH]
+    .venv/bin/python -m bench.scale [--quick] [--parts files,progress,api,memory] [--out PATH]
 
 Each part runs a real stack (the imitation Hub over loopback, a private Redis, real Celery
 worker processes, gunicorn for the web tier):
@@ -37,8 +37,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import requests
 from sqlalchemy import create_engine, func, insert, select, text
 
@@ -46,9 +44,10 @@ from app import jobs, migrate
 from app.db import make_engine
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus, new_id, utcnow
 from bench.common import RESULTS, ROOT, percentile, table, write_results
-from tests.hub import GeneratedFile, ImitationHub
-from tests.stack import MiB, Stack
-from tests.support import RedisServer, wait_for
+from bench.stacks import empty_store, imitation_hub, start_stack, stop_stack
+from tests.hub import GeneratedFile
+from tests.stack import Stack
+from tests.support import MiB, wait_for
 
 TOKEN = secrets.token_hex(16)  # the web tier's API_TOKEN for this run
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -61,10 +60,7 @@ class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args = args
         self.tmp = tmp
-        cache = Path(tempfile.gettempdir()) / "modelpull-bench-hub-cache"
-        cache.mkdir(exist_ok=True)
-        self.hub = ImitationHub(data_dir=tmp / "hub", cache_dir=cache)
-        self.hub.start()
+        self.hub = imitation_hub(tmp)
         self.runs = 0
 
     def close(self) -> None:
@@ -75,19 +71,7 @@ class Bench:
         self.runs += 1
         where = self.tmp / f"run{self.runs}"
         where.mkdir()
-        redis = RedisServer(where / "redis")
-        redis.start()
-        if db_url is None:
-            db_url = f"sqlite:///{where / 'jobs.db'}"
-            migrate.upgrade(db_url)
-        stack = Stack(tmp=where, hub=self.hub, db_url=db_url, redis=redis, extra_env=env)
-        stack.collector.start()
-        return stack
-
-    @staticmethod
-    def close_stack(stack: Stack) -> None:
-        stack.close()
-        stack.redis.stop()
+        return start_stack(where, self.hub, db_url, env)
 
 
 # --- (a) files per second ----------------------------------------------------------------
@@ -111,7 +95,7 @@ def part_files(bench: Bench, pg: str | None) -> dict[str, Any]:
             bench.hub.latency = latency_ms / 1000
             for workers in (1, 2, 4):
                 if url is not None:
-                    _empty(url)
+                    empty_store(url)
                 stack = bench.stack(url)
                 try:
                     for w in range(workers):
@@ -134,7 +118,7 @@ def part_files(bench: Bench, pg: str | None) -> dict[str, Any]:
                     hub_core = round(100 * (_own_cpu() - own_before) / elapsed, 1)
                     done = _count(stack, FileStatus.COMPLETED)
                 finally:
-                    bench.close_stack(stack)
+                    stop_stack(stack)
                     bench.hub.latency = latency_ms / 1000
                 result[key][str(workers)] = round(done / elapsed, 1)
                 result.setdefault("cpu_busy_pct", {}).setdefault(key, {})[str(workers)] = busy
@@ -195,7 +179,8 @@ def part_progress(bench: Bench) -> dict[str, Any]:
         stack.start_worker("w2", concurrency=(n + 1) // 2)
         url = stack.start_web(threads=128, API_TOKEN=TOKEN)
         child = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "wsclients.py"), url, TOKEN, str(clients)],
+            [sys.executable, "-m", "bench.wsclients", url, TOKEN, str(clients)],
+            cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -213,7 +198,7 @@ def part_progress(bench: Bench) -> dict[str, Any]:
         time.sleep(1)  # the last events reach the clients
         out, _ = child.communicate("", timeout=60)
     finally:
-        bench.close_stack(stack)
+        stop_stack(stack)
     data = json.loads(out.strip().splitlines()[-1])
     ages = data["ages_ms"]
     return {
@@ -243,7 +228,7 @@ def part_api(bench: Bench, pg: str | None) -> dict[str, Any]:
             continue
         if label == "postgres":
             assert pg is not None
-            _empty(pg)
+            empty_store(pg)
             db_url = pg
         else:
             db_url = f"sqlite:///{bench.tmp / 'history.db'}"
@@ -256,7 +241,7 @@ def part_api(bench: Bench, pg: str | None) -> dict[str, Any]:
             url = stack.start_web(threads=128, API_TOKEN=TOKEN)
             result[label] = _api_latency(url, ids, bench.args.requests)
         finally:
-            bench.close_stack(stack)
+            stop_stack(stack)
         result[label]["jobs"] = bench.args.jobs
         result[label]["fill_s"] = round(filled, 1)
         print(f"  api: {label} {result[label]}", flush=True)
@@ -382,7 +367,7 @@ def part_memory(bench: Bench) -> dict[str, Any]:
         elapsed = time.monotonic() - began
         peak = _rss_mb(proc.pid, "VmHWM")
     finally:
-        bench.close_stack(stack)
+        stop_stack(stack)
     return {
         "file_mib": bench.args.memory_mib,
         "baseline_rss_mb": baseline,
@@ -416,13 +401,6 @@ def postgres_url(server: str) -> str | None:
     url = server.rsplit("/", 1)[0] + "/modelpull_bench"
     migrate.upgrade(url)
     return url
-
-
-def _empty(db_url: str) -> None:
-    engine = make_engine(db_url)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE download_file, download_job CASCADE"))
-    engine.dispose()
 
 
 # --- main --------------------------------------------------------------------------------
@@ -467,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.close()
     results = _headline(data)
-    command = "python bench/scale.py" + (" --quick" if q else "")
+    command = "python -m bench.scale" + (" --quick" if q else "")
     if parts != {"files", "progress", "api", "memory"}:
         command += f" --parts {args.parts}"
     write_results(args.out, results, title="Scale and latency", command=command, body=_report(data))

@@ -1,6 +1,6 @@
 """Throughput of one file from the imitation Hub: our native engine against its peers.
 
-    python bench/throughput.py [--size-mb N] [--runs R] [--out PATH] [--tools a,b,...]
+    .venv/bin/python -m bench.throughput [--size-mb N] [--runs R] [--out PATH] [--tools a,b,...]
 
 The hub runs in its own process; each download runs in its own process too, so wall time,
 CPU seconds (user + system) and peak RSS are those of the downloader alone. Two modes: the
@@ -22,11 +22,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.common import RESULTS, ROOT, machine, markdown_report, table
+from tests.hub import HubAdmin
 
-from bench.common import machine
-
-ROOT = Path(__file__).resolve().parent.parent
 REPO = "bench/weights"
 FILE = "model.gguf"
 MB = 1_000_000
@@ -83,9 +81,6 @@ def start_hub(workdir: Path, size: int) -> tuple[subprocess.Popen[str], str]:
 
 def configure(url: str, bandwidth: int | None) -> None:
     """Set the hub-wide per-connection cap over the admin API."""
-    sys.path.insert(0, str(ROOT))
-    from tests.hub import HubAdmin
-
     HubAdmin(url).configure(bandwidth=bandwidth)
 
 
@@ -143,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="native,hf_hub,curl,aria2c")
     parser.add_argument("--connections", default="1,4,8,16", help="native engine connections")
     parser.add_argument("--modes", default="uncapped,capped")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     args = parser.parse_args(argv)
 
     size = args.size_mb * 2**20
@@ -162,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             else [1]
         )
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_DISABLE_XET="1")
+    env = dict(os.environ, HF_HUB_DISABLE_XET="1")
     env.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
     env.update(NO_PROXY="127.0.0.1,localhost", HF_HOME=tempfile.mkdtemp(prefix="bench-hf-"))
     rows: list[Row] = []
@@ -208,31 +203,30 @@ def report(rows: list[Row], args: argparse.Namespace, size: int) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps([asdict(r) for r in rows], indent=2) + "\n")
     gib = size / 2**30
-    lines = [
-        "| mode | tool | connections | MB/s | CPU s | CPU s per GiB | peak RSS MB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.mode} | {r.tool} | {r.connections} | {r.mb_per_s} | {r.cpu_s} "
-            f"| {r.cpu_s / gib:.2f} | {r.peak_rss_mb} |"
-        )
-    table = "\n".join(lines)
-    print(table)
-    info = machine()
-    md = [
-        "# Throughput benchmark",
-        "",
-        f"`python bench/throughput.py --size-mb {args.size_mb} --runs {args.runs}` — one "
-        f"{args.size_mb} MiB file from the imitation Hub (its own process, loopback), median "
-        f"of {args.runs} runs; capped = {args.cap_mb:g} MB/s per connection.",
-        "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()),
-        "",
-        table,
-        "",
-    ]
-    args.out.with_suffix(".md").write_text("\n".join(md))
+    header = ["mode", "tool", "connections", "MB/s", "CPU s", "CPU s per GiB", "peak RSS MB"]
+    body = table(
+        header,
+        [
+            [
+                r.mode,
+                r.tool,
+                r.connections,
+                r.mb_per_s,
+                r.cpu_s,
+                f"{r.cpu_s / gib:.2f}",
+                r.peak_rss_mb,
+            ]
+            for r in rows
+        ],
+    )
+    print(body)
+    command = f"python -m bench.throughput --size-mb {args.size_mb} --runs {args.runs}"
+    about = (
+        f"one {args.size_mb} MiB file from the imitation Hub (its own process, loopback), "
+        f"median of {args.runs} runs; capped = {args.cap_mb:g} MB/s per connection."
+    )
+    md = markdown_report("Throughput benchmark", command, body, machine(), about=about)
+    args.out.with_suffix(".md").write_text(md)
 
 
 if __name__ == "__main__":

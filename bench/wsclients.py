@@ -1,7 +1,7 @@
-"""Many WebSocket clients in one process, for bench/scale.py: how old is each progress event
+"""Many WebSocket clients in one process, for bench.scale: how old is each progress event
 when it reaches a client?
 
-    python bench/wsclients.py URL TOKEN N
+    .venv/bin/python -m bench.wsclients URL TOKEN N
 
 Connects N clients to URL/ws with the bearer token, subscribes each to the `download`
 channel and prints `ready` once every client has its snapshot. Then it receives until its

@@ -33,7 +33,6 @@ from tests.hub import ImitationHub
 from tests.support import RedisServer, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-MiB = 1 << 20
 
 
 class EventCollector:

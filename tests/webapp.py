@@ -21,6 +21,14 @@ models:
       - {repo: org/three, file: c.gguf}
 """
 
+# The headers of a WebSocket upgrade request, for tests that knock on /ws by hand.
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+}
+
 
 def web_settings(
     workdir: Path, *, database_url: str, redis_url: str, api_token: str = ENV_TOKEN

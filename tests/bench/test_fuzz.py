@@ -1,4 +1,4 @@
-"""The quick API fuzz (bench/fuzz.py --quick) finds nothing, and really fuzzes: every
+"""The quick API fuzz (`python -m bench.fuzz --quick`) finds nothing, and really fuzzes: every
 operation of the OpenAPI document, every suite, the real gunicorn pass."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_quick_fuzz_of_the_api_finds_no_failure(tmp_path: Path) -> None:
     out = tmp_path / "fuzz.json"
     proc = subprocess.run(
-        [sys.executable, "bench/fuzz.py", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench.fuzz", "--quick", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,

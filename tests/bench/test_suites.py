@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(900)
 
 
-def run_quick(script: str, out: Path, *extra: str) -> dict[str, Any]:
+def run_quick(module: str, out: Path, *extra: str) -> dict[str, Any]:
+    """Run `python -m <module> --quick` from the project root; its results."""
     proc = subprocess.run(
-        [sys.executable, f"bench/{script}", "--quick", "--out", str(out), *extra],
+        [sys.executable, "-m", module, "--quick", "--out", str(out), *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,7 +35,7 @@ def run_quick(script: str, out: Path, *extra: str) -> dict[str, Any]:
 
 
 def test_chaos_quick_loses_and_corrupts_nothing(tmp_path: Path) -> None:
-    data = run_quick("chaos.py", tmp_path / "chaos.json")
+    data = run_quick("bench.chaos", tmp_path / "chaos.json")
     assert data["downloads"] == data["completed"] > 0
     assert data["corrupt"] == 0
     assert data["visible_incomplete"] == 0 and data["watcher_polls"] > 100
@@ -48,7 +49,7 @@ def test_chaos_quick_loses_and_corrupts_nothing(tmp_path: Path) -> None:
 def test_scale_quick_measures_every_part(tmp_path: Path) -> None:
     pg = os.environ.get("TEST_DATABASE_URL")
     server = pg.rsplit("/", 1)[0] + "/postgres" if pg else "postgresql+psycopg://x@127.0.0.1:9/x"
-    data = run_quick("scale.py", tmp_path / "scale.json", "--pg-url", server)
+    data = run_quick("bench.scale", tmp_path / "scale.json", "--pg-url", server)
     assert all(data["files_per_s"][w] > 0 for w in ("1", "2", "4"))
     progress = data["detail"]["progress"]
     assert progress["samples"] > 0 and progress["clients_connected"] == progress["clients"]

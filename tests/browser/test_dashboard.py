@@ -10,8 +10,8 @@ import requests
 
 from tests.browser.screens import shot
 from tests.hub import GeneratedFile
-from tests.stack import MiB, Stack
-from tests.support import wait_for
+from tests.stack import Stack
+from tests.support import MiB, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 TOKEN = "browser-test-token-0123456789"

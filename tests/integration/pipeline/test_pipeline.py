@@ -14,8 +14,8 @@ from app.digest import sha256_file
 from app.models import FileStatus, JobStatus, utcnow
 from app.settings import DEFAULT_CATALOG
 from tests.hub import VALID_TOKEN, GeneratedFile
-from tests.stack import DestinationWatcher, MiB, Stack, cdn_bytes
-from tests.support import wait_for
+from tests.stack import DestinationWatcher, Stack, cdn_bytes
+from tests.support import MiB, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -63,7 +63,7 @@ def test_z_image_turbo_end_to_end_with_events_in_order(stack: Stack) -> None:
         assert seqs == sorted(seqs)
         assert mine[-1]["type"] == "complete" and mine[-1]["data"]["fileProgress"] == 100.0
         assert mine[-1]["data"]["totalFiles"] == 3 and mine[-1]["data"]["repo"] == f.repo
-    # The wire schema: camelCase fields of DESIGN.md.
+    # The wire schema: camelCase fields (the README's "Wire events").
     sample = next(e for e in evts if e["type"] == "progress")["data"]
     assert {
         "jobId", "repo", "method", "fileIndex", "totalFiles", "fileName", "fileProgress",

@@ -14,8 +14,8 @@ import requests
 import simple_websocket
 
 from tests.hub import GeneratedFile
-from tests.stack import MiB, Stack
-from tests.support import wait_for
+from tests.stack import Stack
+from tests.support import MiB, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "ws-test-token-0123456789abcdef"

@@ -5,7 +5,6 @@ token sent where it does not belong is neither accepted nor logged."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -26,7 +25,8 @@ from app import create_app
 from app.dispatch import Dispatcher
 from app.settings import Settings
 from app.web.auth import redact_query
-from tests.webapp import AUTH, ENV_TOKEN
+from tests.oracles import REPO_ORACLE, REVISION_ORACLE, contained, repo_ok, revision_ok
+from tests.webapp import AUTH, ENV_TOKEN, UPGRADE
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,16 +38,6 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 MiB = 1 << 20
-UPGRADE = {
-    "Connection": "Upgrade",
-    "Upgrade": "websocket",
-    "Sec-WebSocket-Version": "13",
-    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-}
-# Oracles written apart from app.storage and app.jobs, which the app itself uses.
-_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-REPO = re.compile(rf"{_PART}/{_PART}", re.ASCII)
-REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,199}", re.ASCII)
 TRAVERSAL = [
     "..",
     ".",
@@ -131,16 +121,6 @@ def refused_or_accepted(
     return resp
 
 
-def contained(models_dir: Path, dest: str) -> bool:
-    root = os.path.realpath(models_dir)
-    plain = not any(c in dest for c in "\\\x00") and ".." not in dest.split("/")
-    return plain and os.path.realpath(os.path.join(root, dest)).startswith(root + os.sep)
-
-
-def repo_ok(repo: str) -> bool:
-    return REPO.fullmatch(repo) is not None and "--" not in repo and ".." not in repo
-
-
 names = st.builds(
     lambda lead, parts, sep: lead + sep.join(parts),
     st.sampled_from(["", "/", "../", "\\", "C:\\", "~/"]),
@@ -185,7 +165,7 @@ def test_file_names_stay_inside_models_dir_or_change_nothing(
     repo=st.sampled_from(HOMOGLYPHS)
     | st.text(max_size=30)
     | st.builds(lambda a, b: f"{a}/{b}", st.text(max_size=100), st.text(max_size=100))
-    | st.from_regex(REPO, fullmatch=True)
+    | st.from_regex(REPO_ORACLE, fullmatch=True)
 )
 @example(repo="foo/bar\n")
 @example(repo="a" * 97 + "/b")
@@ -211,7 +191,7 @@ def test_repo_ids_outside_the_hub_grammar_are_refused(
 
 
 @FUZZ
-@given(rev=st.text(max_size=30) | st.from_regex(REVISION, fullmatch=True))
+@given(rev=st.text(max_size=30) | st.from_regex(REVISION_ORACLE, fullmatch=True))
 @example(rev="main\n")
 @example(rev="../../x")
 @example(rev="refs/../x")
@@ -225,7 +205,7 @@ def test_revisions_outside_branch_tag_or_commit_are_refused(
     resp = refused_or_accepted(
         app, dispatcher, lambda: client.post("/api/downloads", headers=AUTH, json=body)
     )
-    valid = REVISION.fullmatch(rev) is not None and ".." not in rev and not rev.endswith("/")
+    valid = revision_ok(rev)
     assert resp.status_code == (202 if valid else 400), (rev, resp.get_json())
 
 
