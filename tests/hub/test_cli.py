@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from app.cli.localstack import free_port
 from tests.hub import HubAdmin, generate_chunks
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the hub binds it right after)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(30)
