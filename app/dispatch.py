@@ -8,7 +8,6 @@ it once the broker is back.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from datetime import timedelta
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import jobs
-from app.events import CHANNEL
+from app.events import publish
 from app.models import utcnow
 
 if TYPE_CHECKING:
@@ -142,9 +141,6 @@ class Dispatcher:
         if not self.settings.download_websocket_progress:
             return
         try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for event in events:
-                    pipe.publish(CHANNEL, json.dumps(event))
-                pipe.execute()
+            publish(self.redis, events)
         except Exception as exc:
             log.debug("event not published: %s", exc)

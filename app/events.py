@@ -1,8 +1,10 @@
-"""The wire events of the `download` channel (DESIGN.md "Wire events"): camelCase JSON."""
+"""The wire events of the `download` channel (the README's "Wire events"): camelCase JSON."""
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
@@ -81,6 +83,31 @@ def file_event(
         data["error"] = error
         data["stderr"] = stderr
     return {"channel": CHANNEL, "type": FILE_EVENT_TYPES[status], "data": data}
+
+
+def row_event(job: DownloadJob, file: DownloadFile) -> dict[str, Any]:
+    """A file's event as its row stands (status, bytes, error): what the job store announces
+    after a user's action or a sweep, when no transfer is measuring speed."""
+    return file_event(
+        job,
+        file,
+        status=file.status,
+        bytes_done=file.bytes_done,
+        total=file.size,
+        overall_done=job.bytes_done,
+        overall_total=job.total_bytes,
+        error=file.error,
+        stderr=file.stderr,
+    )
+
+
+def publish(redis: Any, events: Iterable[dict[str, Any]]) -> None:
+    """Send events on the `download` channel in one round trip; raises what Redis raises
+    (each caller decides how hard to try: pub/sub only notifies, the DB is the truth)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for event in events:
+            pipe.publish(CHANNEL, json.dumps(event))
+        pipe.execute()
 
 
 def job_event(job: DownloadJob, *, seq: int = 0) -> dict[str, Any]:

@@ -20,18 +20,9 @@ from app.settings import Settings
 def _announce(factory: sessionmaker[Session], dispatcher: Dispatcher, job_id: str) -> None:
     with factory() as session:
         job = jobs.get_job(session, job_id)
+        # A downloading file's own worker announces it, with its speed.
         batch = [
-            events.file_event(
-                job,
-                f,
-                status=f.status,
-                bytes_done=f.bytes_done,
-                total=f.size,
-                overall_done=job.bytes_done,
-                overall_total=job.total_bytes,
-            )
-            for f in job.files
-            if f.status is not FileStatus.DOWNLOADING
+            events.row_event(job, f) for f in job.files if f.status is not FileStatus.DOWNLOADING
         ]
         batch.append(events.job_event(job))
     dispatcher.publish(batch)

@@ -15,7 +15,7 @@ from app import migrate
 from app.db import make_engine, make_session_factory
 from app.settings import Settings
 from tests.hub import ImitationHub
-from tests.stack import Stack
+from tests.stack import EventCollector, Stack
 from tests.support import RedisServer, clear_tables, postgres_base_url, temporary_pg_database
 
 pytest_plugins = ["tests.hub.fixtures"]
@@ -71,6 +71,24 @@ def settings(tmp_path: Path) -> Settings:
     models.mkdir()
     data.mkdir()
     return Settings(models_dir=models, data_dir=data)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis for the test (broker, flags, leases, the event channel)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def collector(redis_server: RedisServer) -> Iterator[EventCollector]:
+    """Every event published on the test Redis's `download` channel."""
+    events = EventCollector(redis_server.port)
+    events.start()
+    yield events
+    events.stop()
 
 
 @pytest.fixture(params=["sqlite"])

@@ -1,1 +1,2 @@
-"""Workers: Celery tasks and the download engines (built in later issues)."""
+"""The download workers: the Celery app and its task, the pipeline that runs one file, and
+the download engines (`worker.engine`, plain Python)."""

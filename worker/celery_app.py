@@ -4,7 +4,7 @@ The settings are read once, here, when the module builds the Celery app; the per
 runtime (job store, Redis, engine, download log) is built when the worker process starts
 (`worker_init`) and reached by the tasks through their app (`self.app.runtime`).
 
-Settings for multi-GB tasks on Redis (see ../shared/reference/reliability.md):
+Settings for multi-GB tasks on Celery over Redis, whose defaults fail such tasks:
 - late acks and reject-on-worker-lost: a task lost with its worker is redelivered;
 - prefetch of one, JSON only;
 - the thread pool: downloads are I/O bound and run their own connection threads, and a

@@ -20,14 +20,19 @@ from app.errors import (
     PermanentDownloadError,
     TransientDownloadError,
 )
-from app.models import DownloadFile, DownloadJob, FileStatus, utcnow
-from worker.engine.base import DownloadRequest
+from app.models import DownloadFile, FileStatus, utcnow
+from worker.downloadlog import fields
+from worker.engine.backoff import backoff_delay
+from worker.engine.base import DownloadRequest, DownloadResult
 from worker.engine.hub import HubClient
 from worker.lease import DestLease, LeaseLostError, remove_partial_under_lease
 from worker.progress import FileReporter
 from worker.runtime import Runtime
 
 LEASE_POLL_S = 0.5
+# A transient failure sends the file back to the queue after 5, 10, 20 ... s, at most 5 min.
+REQUEUE_BACKOFF_S = 5.0
+REQUEUE_BACKOFF_MAX_S = 300.0
 
 
 def process_file(rt: Runtime, file_id: str, task_id: str | None = None) -> str:
@@ -51,45 +56,16 @@ def process_file(rt: Runtime, file_id: str, task_id: str | None = None) -> str:
     reporter.start_heartbeat()
     lease = DestLease(rt.redis, file.dest, ttl_seconds=rt.settings.download_lease_seconds)
     try:
-        return _run(rt, job, file, reporter, lease)
+        return _run(rt, file, reporter, lease)
     finally:
         reporter.stop_heartbeat()
         lease.release()
 
 
-def _run(
-    rt: Runtime, job: DownloadJob, file: DownloadFile, reporter: FileReporter, lease: DestLease
-) -> str:
+def _run(rt: Runtime, file: DownloadFile, reporter: FileReporter, lease: DestLease) -> str:
+    """Transfer the file and settle its row by how the transfer ended."""
     try:
-        if not _acquire(rt, lease, reporter):
-            raise PausedError("stopped while waiting", repo=file.repo, file=file.file_name)
-        reporter.lease = lease
-        if _already_present(rt, file):
-            path = storage.dest_path(rt.settings.models_dir, file.dest)
-            size = path.stat().st_size
-            reporter.bytes_done = reporter.total = size
-            rt.log.info("present %s", reporter.ctx(bytes=size, transferred=0))
-            return _finish(rt, reporter, FileStatus.COMPLETED, bytes_done=size, size=size)
-        request = DownloadRequest(
-            repo=file.repo,
-            file_name=file.file_name,
-            dest=file.dest,
-            models_dir=rt.settings.models_dir,
-            endpoint=rt.settings.hf_endpoint,
-            revision=file.revision,
-            token=rt.settings.hf_token,
-            sha256=file.sha256,
-        )
-        rt.log.info(
-            "start %s",
-            reporter.ctx(partial=storage.partial_bytes(rt.settings.models_dir, file.dest) or 0),
-        )
-        result = rt.engine.download(
-            request,
-            progress=reporter.on_progress,
-            control=reporter.control,
-            before_commit=lease.fence,
-        )
+        result = _transfer(rt, file, reporter, lease)
     except PausedError:
         return _stopped(rt, reporter, file)
     except CancelledError:
@@ -106,19 +82,56 @@ def _run(
         if _used_up(rt, file, reporter):
             return _fail(rt, reporter, exc)
         rt.log.warning("transient %s", reporter.ctx(error=str(exc), attempt=file.attempts))
-        return _requeue(rt, reporter, file, countdown=min(300.0, 5.0 * 2 ** (file.attempts - 1)))
+        delay = backoff_delay(file.attempts, base=REQUEUE_BACKOFF_S, cap=REQUEUE_BACKOFF_MAX_S)
+        return _requeue(rt, reporter, file, countdown=delay)
     except Exception as exc:
-        # A bug or an unexpected OS error: keep the whole traceback for the user.
-        trace = traceback.format_exc()
-        error = DownloadError(
-            f"unexpected {type(exc).__name__}: {exc}", repo=file.repo, file=file.file_name
-        )
-        error.stderr = trace
-        if _used_up(rt, file, reporter):
-            return _fail(rt, reporter, error)
-        rt.log.error("unexpected %s", reporter.ctx(error=str(error), stderr=trace))
-        return _requeue(rt, reporter, file, countdown=10.0)
+        return _unexpected(rt, reporter, file, exc)
     reporter.bytes_done = reporter.total = result.size
+    return _finish(
+        rt,
+        reporter,
+        FileStatus.COMPLETED,
+        bytes_done=result.size,
+        size=result.size,
+        sha256=result.sha256,
+    )
+
+
+def _transfer(
+    rt: Runtime, file: DownloadFile, reporter: FileReporter, lease: DestLease
+) -> DownloadResult:
+    """Take the destination's lease, then find the file present or run the engine."""
+    if not _acquire(rt, lease, reporter):
+        raise PausedError("stopped while waiting", repo=file.repo, file=file.file_name)
+    reporter.lease = lease
+    if _already_present(rt, file):
+        path = storage.dest_path(rt.settings.models_dir, file.dest)
+        size = path.stat().st_size
+        rt.log.info("present %s", reporter.ctx(bytes=size, transferred=0))
+        return DownloadResult(
+            path=path,
+            size=size,
+            sha256=None,
+            etag="",
+            commit="",
+            bytes_transferred=0,
+            resumed_from=size,
+        )
+    request = DownloadRequest(
+        repo=file.repo,
+        file_name=file.file_name,
+        dest=file.dest,
+        models_dir=rt.settings.models_dir,
+        endpoint=rt.settings.hf_endpoint,
+        revision=file.revision,
+        token=rt.settings.hf_token,
+        sha256=file.sha256,
+    )
+    partial = storage.partial_bytes(rt.settings.models_dir, file.dest) or 0
+    rt.log.info("start %s", reporter.ctx(partial=partial))
+    result = rt.engine.download(
+        request, progress=reporter.on_progress, control=reporter.control, before_commit=lease.fence
+    )
     rt.log.info(
         "completed %s",
         reporter.ctx(
@@ -128,14 +141,20 @@ def _run(
             sha256=result.sha256,
         ),
     )
-    return _finish(
-        rt,
-        reporter,
-        FileStatus.COMPLETED,
-        bytes_done=result.size,
-        size=result.size,
-        sha256=result.sha256,
+    return result
+
+
+def _unexpected(rt: Runtime, reporter: FileReporter, file: DownloadFile, exc: Exception) -> str:
+    """A bug or an unexpected OS error: keep the whole traceback for the user."""
+    trace = traceback.format_exc()
+    error = DownloadError(
+        f"unexpected {type(exc).__name__}: {exc}", repo=file.repo, file=file.file_name
     )
+    error.stderr = trace
+    if _used_up(rt, file, reporter):
+        return _fail(rt, reporter, error)
+    rt.log.error("unexpected %s", reporter.ctx(error=str(error), stderr=trace))
+    return _requeue(rt, reporter, file, countdown=10.0)
 
 
 def _used_up(rt: Runtime, file: DownloadFile, reporter: FileReporter) -> bool:
@@ -279,5 +298,5 @@ def _not_claimed(rt: Runtime, file_id: str) -> str:
         return "skipped"
     if not removed:
         return "skipped"
-    rt.log.info("cleaned %s", f"file={file_id} dest={dest}")
+    rt.log.info("cleaned %s", fields(file=file_id, dest=dest))
     return "cleaned"

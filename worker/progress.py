@@ -4,14 +4,12 @@ lease heartbeat in the job store, milestones in the download log, and the contro
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from typing import Any
 
 from app import events, jobs
 from app.dispatch import control_key
-from app.events import CHANNEL
 from app.models import DownloadFile, DownloadJob, FileStatus
 from worker.downloadlog import fields
 from worker.engine.base import Control, Progress
@@ -36,7 +34,6 @@ class FileReporter:
         self.total = file.size
         self.speed = 0.0
         self.eta: float | None = None
-        self.status = FileStatus.DOWNLOADING
         # Other files of the job, for the overall percentage.
         self.others_done = sum(f.bytes_done for f in job.files if f.id != file.id)
         others = [f.size for f in job.files if f.id != file.id]
@@ -106,10 +103,7 @@ class FileReporter:
         # died with a restarted Redis); a progress message is not.
         for attempt in range(1 if progress else 3):
             try:
-                with self.rt.redis.pipeline(transaction=False) as pipe:
-                    for item in items:
-                        pipe.publish(CHANNEL, json.dumps(item))
-                    pipe.execute()
+                events.publish(self.rt.redis, items)
                 return
             except Exception as exc:
                 error = type(exc).__name__
@@ -125,8 +119,6 @@ class FileReporter:
             self.bytes_done, self.speed, self.eta = p.bytes_done, p.speed, p.eta
             if p.total is not None:
                 self.total = p.total
-            if p.status == "verifying":
-                self.status = FileStatus.VERIFYING
         pct = p.percent
         while self._milestone < len(MILESTONES) and pct >= MILESTONES[self._milestone]:
             self.rt.log.info(

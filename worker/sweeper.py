@@ -200,18 +200,7 @@ class Sweeper:
                         error=row.error,
                     ),
                 )
-                batch.append(
-                    events.file_event(
-                        job,
-                        row,
-                        status=row.status,
-                        bytes_done=row.bytes_done,
-                        total=row.size,
-                        overall_done=job.bytes_done,
-                        overall_total=job.total_bytes,
-                        error=row.error,
-                    )
-                )
+                batch.append(events.row_event(job, row))
                 if job.status.is_terminal:
                     batch.append(events.job_event(job))
         self.rt.dispatcher.publish(batch)

@@ -1,4 +1,4 @@
-"""The REST API (DESIGN.md "HTTP API"): views translate HTTP into `app.services` calls."""
+"""The REST API (the README's "The HTTP API"): views translate HTTP into `app.services` calls."""
 
 from __future__ import annotations
 
@@ -108,12 +108,7 @@ def download_files() -> ResponseReturnValue:
         raise ApiError(400, "invalid_request", "revision: must be a non-empty string")
     # Ad-hoc files land under their repo's folder: two repos' "model.safetensors" (or a
     # catalog model's file) can never overwrite each other.
-    specs = [
-        jobs.FileSpec(repo, name, revision, dest=f"{repo}/{name}")
-        if isinstance(repo, str)
-        else jobs.FileSpec(repo, name, revision)
-        for name in files
-    ]
+    specs = [jobs.FileSpec(repo, name, revision, dest=f"{repo}/{name}") for name in files]
     state = state_of(current_app)
     job = services.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
     return _accepted(job)

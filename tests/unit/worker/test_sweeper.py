@@ -5,37 +5,24 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import update
 
 from app import jobs, storage
 from app.dispatch import QUEUE
-from app.models import FileStatus, JobStatus, utcnow
-from app.settings import Settings
-from tests.support import RedisServer, wait_for
-from worker.runtime import Runtime, build_runtime
+from app.models import DownloadFile, FileStatus, JobStatus, utcnow
+from tests.support import wait_for
+from worker.runtime import Runtime
 from worker.sweeper import DEAD_GRACE_S, Sweeper, alive_key, keep_alive
 
 
 @pytest.fixture
-def rt(tmp_path: Path, db_url: str) -> Iterator[Runtime]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    settings = Settings(
-        models_dir=tmp_path / "models",
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        redis_url=server.url,
-        download_lease_seconds=5,
-        download_max_attempts=2,
-    )
-    runtime = build_runtime(settings)
-    yield runtime
-    server.stop()
+def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(download_lease_seconds=5, download_max_attempts=2)
 
 
 def _queued(rt: Runtime) -> list[bytes]:
@@ -56,8 +43,8 @@ def test_lost_files_are_requeued_or_failed_and_unsent_ones_sent(rt: Runtime) -> 
         jobs.claim_file(s, poison, worker="dead:1:y", now=long_ago)
         # The poison file has killed a worker before without getting any further: one more.
         s.execute(
-            jobs.update(jobs.DownloadFile)
-            .where(jobs.DownloadFile.id == poison)
+            update(DownloadFile)
+            .where(DownloadFile.id == poison)
             .values(attempts=2, stalled_losses=1)
         )
     result = Sweeper(rt).sweep()
@@ -101,44 +88,32 @@ def test_a_file_that_moved_on_before_its_worker_died_is_not_taken_for_poison(
 
 
 def test_a_dead_workers_file_is_requeued_before_its_lease_lapses(
-    tmp_path: Path, db_url: str
+    make_runtime: Callable[..., Runtime],
 ) -> None:
-    server = RedisServer(tmp_path / "redis2")
-    server.start()
+    rt = make_runtime(download_lease_seconds=600)
+    dead, living = _job(rt, "dead.bin", "living.bin")
+    quiet = utcnow() - timedelta(seconds=DEAD_GRACE_S + 5)  # well within the lease
+    with rt.sessions.begin() as s:
+        jobs.claim_file(s, dead, worker="gone:4242:aa", now=quiet)
+        # Alive but slow to heartbeat (a long DB stall): its key says it lives.
+        jobs.claim_file(s, living, worker="busy:77:bb", now=quiet)
+    rt.redis.set(alive_key("busy:77"), "1", ex=60)
+    result = Sweeper(rt).sweep()
+    assert result["requeued"] == [dead] and result["sent"] == [dead]
+    with rt.sessions() as s:
+        assert jobs.get_file(s, dead).status is FileStatus.QUEUED
+        assert jobs.get_file(s, living).status is FileStatus.DOWNLOADING
+    # A running worker keeps its own key alive, and drops it when it stops.
+    stop = threading.Event()
+    thread = threading.Thread(target=keep_alive, args=(rt, stop))
+    thread.start()
     try:
-        settings = Settings(
-            models_dir=tmp_path / "models",
-            data_dir=tmp_path / "data",
-            database_url=db_url,
-            redis_url=server.url,
-            download_lease_seconds=600,
-        )
-        rt = build_runtime(settings)
-        dead, living = _job(rt, "dead.bin", "living.bin")
-        quiet = utcnow() - timedelta(seconds=DEAD_GRACE_S + 5)  # well within the lease
-        with rt.sessions.begin() as s:
-            jobs.claim_file(s, dead, worker="gone:4242:aa", now=quiet)
-            # Alive but slow to heartbeat (a long DB stall): its key says it lives.
-            jobs.claim_file(s, living, worker="busy:77:bb", now=quiet)
-        rt.redis.set(alive_key("busy:77"), "1", ex=60)
-        result = Sweeper(rt).sweep()
-        assert result["requeued"] == [dead] and result["sent"] == [dead]
-        with rt.sessions() as s:
-            assert jobs.get_file(s, dead).status is FileStatus.QUEUED
-            assert jobs.get_file(s, living).status is FileStatus.DOWNLOADING
-        # A running worker keeps its own key alive, and drops it when it stops.
-        stop = threading.Event()
-        thread = threading.Thread(target=keep_alive, args=(rt, stop))
-        thread.start()
-        try:
-            wait_for(lambda: rt.redis.exists(alive_key(rt.name)), 5, "the alive key")
-            assert 0 < rt.redis.ttl(alive_key(rt.name)) <= 5
-        finally:
-            stop.set()
-            thread.join(5)
-        assert not rt.redis.exists(alive_key(rt.name))
+        wait_for(lambda: rt.redis.exists(alive_key(rt.name)), 5, "the alive key")
+        assert 0 < rt.redis.ttl(alive_key(rt.name)) <= 5
     finally:
-        server.stop()
+        stop.set()
+        thread.join(5)
+    assert not rt.redis.exists(alive_key(rt.name))
 
 
 def test_a_delayed_retry_is_not_sent_early(rt: Runtime) -> None:

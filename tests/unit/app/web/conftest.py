@@ -16,14 +16,6 @@ from tests.webapp import web_settings as build_web_settings
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def web_settings(tmp_path: Path, db_url: str, redis_server: RedisServer) -> Settings:
     return build_web_settings(tmp_path, database_url=db_url, redis_url=redis_server.url)
 
