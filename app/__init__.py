@@ -15,6 +15,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | None = None) -> Flask:
     """Build the Flask app; settings come from the environment unless given."""
+    # Imported here, not at the top: every core module and every worker imports the `app`
+    # package, and none of them may load Flask or the web tier with it.
     from flask import Flask
 
     from app.catalog import load_catalog

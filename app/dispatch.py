@@ -14,6 +14,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import jobs
@@ -21,7 +22,6 @@ from app.events import publish
 from app.models import utcnow
 
 if TYPE_CHECKING:
-    import redis
     from celery import Celery
 
     from app.settings import Settings
@@ -40,15 +40,14 @@ def control_key(file_id: str) -> str:
 
 def redis_client(url: str) -> redis.Redis:
     """A Redis client that fails fast instead of hanging a request or a download."""
-    import redis as redis_lib
-
-    return redis_lib.Redis.from_url(
+    return redis.Redis.from_url(
         url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=15
     )
 
 
 def producer(broker_url: str) -> Celery:
     """A Celery app that only sends messages (no tasks registered here)."""
+    # Celery is slow to import; only a process that sends a message pays for it.
     from celery import Celery
 
     app = Celery("modelpull-producer", broker=broker_url, set_as_current=False)
