@@ -303,10 +303,14 @@ def test_the_heartbeat_renews_the_destination_lease_and_stops_when_another_holds
     r.lease = lease
     r.start_heartbeat()
     try:
-        time.sleep(1.4)
+        started = time.monotonic()
         client = redis.Redis(port=redis_server.port)
-        # Without renewal about 600 ms would be left.
-        assert client.pttl(lease.key) > 1000
+        # 1.2 s after taking a 2 s lease, over 1 s left means the heartbeat renewed it.
+        wait_for(
+            lambda: time.monotonic() - started >= 1.2 and client.pttl(lease.key) > 1000,
+            5,
+            "the heartbeat to renew the lease",
+        )
         assert client.get(lease.key) == lease.token.encode() and not r.lost
         client.set(lease.key, "another-worker", px=60_000)
         wait_for(lambda: r.lost, 5, "the heartbeat to notice the lease is gone")

@@ -6,13 +6,13 @@ import errno
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.hub.content import git_blob_sha1
+from tests.support import wait_for
 from worker.engine.hashing import PrefixHasher
 
 DATA = os.urandom(3 * (1 << 20) + 12345)
@@ -78,10 +78,7 @@ def test_follow_hashes_the_prefix_as_it_grows_until_finished(fd: int) -> None:
         for end in (100, 1 << 20, 2 << 20, len(DATA)):
             written[0] = end
             grew.set()
-            for _ in range(200):  # at most 10 s
-                if hasher.pos == end:
-                    break
-                time.sleep(0.05)
+            wait_for(lambda: hasher.pos >= end, 10, f"the hasher to reach {end}")  # noqa: B023
             assert hasher.pos == end  # it kept up without going past the prefix
     finally:
         finished.set()

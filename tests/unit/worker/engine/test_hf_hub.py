@@ -19,18 +19,11 @@ from app.errors import (
     UnsafePathError,
 )
 from tests.hub import VALID_TOKEN, GeneratedFile, ImitationHub
+from tests.unit.worker.engine.support import REPO, request_for
 from worker.engine.base import Control, DownloadRequest, Progress
 from worker.engine.hf_hub import HfHubEngine, redact
 
 MiB = 1 << 20
-REPO = "org/models"
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -40,14 +33,7 @@ def repo_hub(hub: ImitationHub) -> ImitationHub:
 
 
 def req(hub: ImitationHub, models: Path, file: str = "w.gguf", **kw: object) -> DownloadRequest:
-    return DownloadRequest(
-        repo=str(kw.pop("repo", REPO)),
-        file_name=file,
-        dest=str(kw.pop("dest", file)),
-        models_dir=models,
-        endpoint=hub.url,
-        **kw,  # type: ignore[arg-type]
-    )
+    return request_for(hub, models, file, **kw)
 
 
 def no_staging_left(models: Path) -> bool:

@@ -31,20 +31,13 @@ from app.errors import (
     UnsafePathError,
 )
 from tests.hub import BAD_TOKEN, VALID_TOKEN, GeneratedFile, ImitationHub
+from tests.unit.worker.engine.support import REPO, request_for
 from worker.engine.base import Control, DownloadRequest, Progress
 from worker.engine.native import NativeEngine
 
 MiB = 1 << 20
-REPO = "org/models"
 BIG = "big.gguf"
 BIG_SIZE = 40 * MiB
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Path:
-    path = tmp_path / "models"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture
@@ -79,14 +72,7 @@ def fast_engine(**kw: object) -> NativeEngine:
 def request(
     hub: ImitationHub, models: Path, file: str = BIG, dest: str | None = None, **kw: object
 ) -> DownloadRequest:
-    return DownloadRequest(
-        repo=str(kw.pop("repo", REPO)),
-        file_name=file,
-        dest=dest or file,
-        models_dir=models,
-        endpoint=hub.url,
-        **kw,  # type: ignore[arg-type]
-    )
+    return request_for(hub, models, file, dest, **kw)
 
 
 def assert_clean(models: Path, dest: str = BIG) -> None:
