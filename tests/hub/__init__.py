@@ -3,7 +3,7 @@
 from tests.hub.clients import HubAdmin, HubAdminError, hf_environ
 from tests.hub.content import BytesFile, DiskFile, GeneratedFile, generate_chunks
 from tests.hub.faults import Fault, FaultSet
-from tests.hub.repos import FileInfo, Repo
+from tests.hub.repos import Commit, FileInfo, Repo
 from tests.hub.samples import DATASET, GATED, PRIVATE, TINY, add_sample_repos
 from tests.hub.server import (
     BAD_TOKEN,
@@ -24,6 +24,7 @@ __all__ = [
     "TINY",
     "VALID_TOKEN",
     "BytesFile",
+    "Commit",
     "DiskFile",
     "Fault",
     "FaultSet",

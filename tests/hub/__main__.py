@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.hub.repos_dir import load_repos_dir, read_settings
 from tests.hub.samples import add_sample_repos
-from tests.hub.server import DEFAULT_TOKENS, ImitationHub
+from tests.hub.server import CDN_ETAG_STYLES, DEFAULT_TOKENS, SIGNED_URL_EXPIRES, ImitationHub
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-cdn", action="store_true", help="serve LFS files without redirect")
     parser.add_argument("--bandwidth", type=int, help="per-connection cap in bytes/s")
+    parser.add_argument(
+        "--cdn-etag", choices=CDN_ETAG_STYLES, help="the CDN's ETag (default sha256)"
+    )
+    parser.add_argument(
+        "--cdn-expired", action="store_true", help="the CDN refuses every signed URL as expired"
+    )
+    parser.add_argument(
+        "--signed-url-expires",
+        type=int,
+        help=f"X-Amz-Expires of CDN URLs, enforced (default {SIGNED_URL_EXPIRES})",
+    )
+    parser.add_argument("--latency", type=float, help="seconds before every answer")
+    parser.add_argument(
+        "--gate-metadata", action="store_true", help="gate the metadata API of gated repos too"
+    )
     return parser
 
 
@@ -49,6 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         tokens=args.token or settings.get("tokens") or DEFAULT_TOKENS,
         cdn_redirect=not args.no_cdn and bool(settings.get("cdn_redirect", True)),
         bandwidth=args.bandwidth or settings.get("bandwidth"),
+        gate_metadata=args.gate_metadata or bool(settings.get("gate_metadata", False)),
+        cdn_etag=args.cdn_etag or settings.get("cdn_etag") or "sha256",
+        cdn_expired=args.cdn_expired or bool(settings.get("cdn_expired", False)),
+        signed_url_expires=(
+            args.signed_url_expires or settings.get("signed_url_expires") or SIGNED_URL_EXPIRES
+        ),
+        latency=args.latency if args.latency is not None else settings.get("latency", 0.0),
     )
     if args.repos:
         keys = load_repos_dir(hub, args.repos)

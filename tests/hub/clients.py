@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 # Variables that would leak the developer's own Hub setup (token, endpoint, cache) into tests.
 _HF_LEAKY_PREFIXES = ("HF_", "HUGGINGFACE_", "HUGGING_FACE_")
@@ -101,7 +102,8 @@ class HubAdmin:
         self._call("DELETE", "requests")
 
     def configure(self, **settings: Any) -> dict[str, Any]:
-        """Change cdn_redirect, bandwidth, gate_metadata or tokens; returns the config."""
+        """Change hub-wide switches (cdn_redirect, bandwidth, gate_metadata, cdn_etag,
+        cdn_expired, signed_url_expires, latency, tokens); returns the config."""
         config: dict[str, Any] = self._call("POST", "config", settings)
         return config
 
@@ -114,3 +116,61 @@ class HubAdmin:
         """Repos with their files' sizes, digests and commits."""
         repos: list[dict[str, Any]] = self._call("GET", "repos")["repos"]
         return repos
+
+    def repo(self, repo_id: str, *, repo_type: str = "model") -> dict[str, Any]:
+        """One repo at `main`: `commit`, `refs`, `commits` (oldest first) and `files`."""
+        summary: dict[str, Any] = self._call("GET", _repo_path(repo_id, repo_type))
+        return summary
+
+    def commits(self, repo_id: str, *, repo_type: str = "model") -> list[dict[str, Any]]:
+        """Every commit, oldest first: `sha`, `date`, `title`, `parent`, `files`."""
+        commits: list[dict[str, Any]] = self._call(
+            "GET", f"{_repo_path(repo_id, repo_type)}/commits"
+        )["commits"]
+        return commits
+
+    def put_file(
+        self,
+        repo_id: str,
+        path: str,
+        *,
+        text: str | None = None,
+        size: int | None = None,
+        seed: int = 0,
+        lfs: bool | None = None,
+        repo_type: str = "model",
+    ) -> dict[str, Any]:
+        """Add or replace a file (`text`, or generated from `size` and `seed`) in a new
+        commit on main; returns the repo, whose `commit` is the new sha."""
+        if (text is None) == (size is None):
+            raise ValueError("pass text or size")
+        body: dict[str, Any] = {"path": path, "lfs": lfs}
+        if text is not None:
+            body["text"] = text
+        else:
+            body["generate"] = {"size": size, "seed": seed}
+        summary: dict[str, Any] = self._call(
+            "POST", f"{_repo_path(repo_id, repo_type)}/files", body
+        )
+        return summary
+
+    def delete_file(self, repo_id: str, path: str, *, repo_type: str = "model") -> dict[str, Any]:
+        """Remove a file in a new commit on main; returns the repo."""
+        target = f"{_repo_path(repo_id, repo_type)}/files/{quote(path)}"
+        summary: dict[str, Any] = self._call("DELETE", target)
+        return summary
+
+    def set_branch(
+        self, repo_id: str, branch: str, commit: str, *, repo_type: str = "model"
+    ) -> dict[str, Any]:
+        """Point a branch at any past commit sha (or another branch); returns the repo."""
+        body = {"branch": branch, "commit": commit}
+        summary: dict[str, Any] = self._call(
+            "POST", f"{_repo_path(repo_id, repo_type)}/branches", body
+        )
+        return summary
+
+
+def _repo_path(repo_id: str, repo_type: str) -> str:
+    prefix = "" if repo_type == "model" else f"{repo_type}s/"
+    return f"repos/{prefix}{quote(repo_id)}"

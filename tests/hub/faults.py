@@ -35,6 +35,9 @@ class Fault:
                       `stall_then` = "continue" or "close"
       corrupt_offset  flip the bits of the byte at this file offset (if the body covers it)
       bandwidth       cap this response at this many bytes per second
+      trickle_rate    from body byte `trickle_after` (default 0) on, send only this many
+                      bytes per second, in small pieces (the bytes before go at full speed,
+                      or at `bandwidth`)
     Body effects can be combined in one fault. `times=None` means always.
     """
 
@@ -54,6 +57,8 @@ class Fault:
     stall_then: Literal["continue", "close"] = "continue"
     corrupt_offset: int | None = None
     bandwidth: int | None = None
+    trickle_after: int | None = None
+    trickle_rate: int | None = None
     id: int = 0
     hits: int = 0
 
@@ -66,6 +71,12 @@ class Fault:
             raise ValueError("stall_then must be 'continue' or 'close'")
         if self.bandwidth is not None and self.bandwidth <= 0:
             raise ValueError("bandwidth must be > 0 bytes/s")
+        if self.trickle_rate is not None and self.trickle_rate <= 0:
+            raise ValueError("trickle_rate must be > 0 bytes/s")
+        if self.trickle_after is not None and self.trickle_rate is None:
+            raise ValueError("trickle_after needs a trickle_rate")
+        if self.trickle_after is not None and self.trickle_after < 0:
+            raise ValueError("trickle_after must be >= 0")
         body = self.has_body_effect
         if self.status is None and not body:
             raise ValueError("a fault needs an effect: status, drop_after, ignore_range, ...")
@@ -83,6 +94,7 @@ class Fault:
             or self.stall_after is not None
             or self.corrupt_offset is not None
             or self.bandwidth is not None
+            or self.trickle_rate is not None
         )
 
     @property

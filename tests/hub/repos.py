@@ -1,7 +1,9 @@
-"""Repos of the imitation Hub: immutable snapshots and the JSON the metadata API returns."""
+"""Repos of the imitation Hub: immutable snapshots, their commit history, and the JSON the
+metadata API returns."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ def check_repo_id(repo_id: str) -> str:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What the hub knows about one repo file at the repo's current commit."""
+    """What the hub knows about one repo file at one commit (`commit`)."""
 
     repo_id: str
     repo_type: str
@@ -85,8 +87,36 @@ class FileInfo:
 
 
 @dataclass(frozen=True)
+class Commit:
+    """One commit of a repo: its files, when it was made, its title and the commit before it."""
+
+    sha: str
+    files: Mapping[str, FileInfo]
+    date: datetime
+    title: str
+    parent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (used by the admin API)."""
+        return {
+            "sha": self.sha,
+            "date": iso_date(self.date),
+            "title": self.title,
+            "parent": self.parent,
+            "files": [f.to_dict() for f in sorted(self.files.values(), key=lambda f: f.path)],
+        }
+
+
+@dataclass(frozen=True)
 class Repo:
-    """An immutable snapshot of a repo; the hub swaps in a new one on every change."""
+    """An immutable snapshot of a repo seen at one commit; the hub swaps in a new one on every
+    change.
+
+    `history` holds every commit the repo ever had (oldest first) and `refs` maps each branch
+    to its commit; `pinned` are the branches placed by hand, which new commits leave alone.
+    The hub's own snapshot shows the default commit (`main`'s, or the newest when there is no
+    `main`); `at(revision)` shows another one.
+    """
 
     repo_id: str
     repo_type: str
@@ -95,7 +125,9 @@ class Repo:
     private: bool = False
     gated: bool | str = False
     approved_tokens: frozenset[str] = frozenset()
-    branches: frozenset[str] = frozenset({"main"})
+    refs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    history: Mapping[str, Commit] = field(default_factory=lambda: MappingProxyType({}))
+    pinned: frozenset[str] = frozenset()
     last_modified: datetime = field(default_factory=lambda: datetime.now(UTC))
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -109,9 +141,37 @@ class Repo:
         """`datasets/org/name` style prefix of resolve URLs."""
         return self.repo_id if self.repo_type == "model" else f"{self.repo_type}s/{self.repo_id}"
 
+    @property
+    def branches(self) -> frozenset[str]:
+        """The branch names a revision may use."""
+        return frozenset(self.refs)
+
+    @property
+    def commits(self) -> list[str]:
+        """Every commit sha the repo ever had, oldest first."""
+        return list(self.history)
+
+    def resolve_revision(self, revision: str) -> str | None:
+        """The commit sha a revision names (a branch, or any past or present commit sha)."""
+        if revision in self.refs:
+            return self.refs[revision]
+        return revision if revision in self.history else None
+
     def has_revision(self, revision: str) -> bool:
-        """A branch name or the current commit sha."""
-        return revision in self.branches or revision == self.commit
+        """A branch name or the sha of any commit the repo ever had."""
+        return self.resolve_revision(revision) is not None
+
+    def at(self, revision: str) -> Repo | None:
+        """The repo as it was at a revision (None if unknown): that commit's files and date."""
+        sha = self.resolve_revision(revision)
+        if sha is None:
+            return None
+        if sha == self.commit:
+            return self
+        snapshot = self.history[sha]
+        return dataclasses.replace(
+            self, commit=sha, files=snapshot.files, last_modified=snapshot.date
+        )
 
     def directories(self) -> set[str]:
         """Every directory that holds a file, at any depth (root excluded)."""
@@ -219,12 +279,26 @@ class Repo:
             entry["lastCommit"] = self._last_commit(path)
         return entry
 
+    def last_commit_of(self, path: str) -> str:
+        """The newest commit, going back from this one through its parents, that changed
+        a file or directory (the sha of this commit if it is not in the history)."""
+        current = self.history.get(self.commit)
+        if current is None:
+            return self.commit
+        state = _path_state(current, path)
+        while current.parent is not None and current.parent in self.history:
+            parent = self.history[current.parent]
+            if _path_state(parent, path) != state:
+                break
+            current = parent
+        return current.sha
+
     def _last_commit(self, path: str) -> dict[str, str]:
-        return {
-            "id": self.commit,
-            "title": f"Upload {path}",
-            "date": iso_date(self.last_modified),
-        }
+        commit = self.history.get(self.last_commit_of(path))
+        if commit is None:
+            date = iso_date(self.last_modified)
+            return {"id": self.commit, "title": f"Upload {path}", "date": date}
+        return {"id": commit.sha, "title": commit.title, "date": iso_date(commit.date)}
 
     def _directory_oids(self, dirs: set[str]) -> dict[str, str]:
         # Deepest first, so a directory's oid can include its subdirectories' oids.
@@ -239,27 +313,36 @@ class Repo:
         return oids
 
 
-def build_repo(
-    repo_id: str,
-    repo_type: str,
-    blobs: Mapping[str, tuple[Blob, bool]],
-    *,
-    generation: int,
-    private: bool = False,
-    gated: bool | str = False,
-    approved_tokens: Iterable[str] = (),
-    branches: Iterable[str] = ("main",),
-    created_at: datetime | None = None,
-) -> Repo:
-    """Make a snapshot from stored blobs; the commit sha derives from content and generation."""
-    check_repo_id(repo_id)
+def _path_state(commit: Commit, path: str) -> object:
+    """What a file or directory holds at a commit, comparable between commits."""
+    if path in commit.files:
+        return commit.files[path].blob_id
+    prefix = f"{path}/"
+    return tuple(sorted((p, f.blob_id) for p, f in commit.files.items() if p.startswith(prefix)))
+
+
+def check_repo_settings(repo_type: str, gated: bool | str) -> bool | str:
+    """Validate the repo type and normalise `gated` (True means "manual")."""
     if repo_type not in REPO_TYPES:
         raise ValueError(f"repo_type must be one of {REPO_TYPES}")
     if gated is True:
         gated = "manual"
     if gated not in (False, "auto", "manual"):
         raise ValueError("gated must be False, True, 'auto' or 'manual'")
+    return gated
 
+
+def build_commit(
+    repo_id: str,
+    repo_type: str,
+    blobs: Mapping[str, tuple[Blob, bool]],
+    *,
+    generation: int,
+    title: str,
+    parent: str | None = None,
+) -> Commit:
+    """Make a commit from stored blobs; its sha derives from repo, generation and content."""
+    check_repo_id(repo_id)
     commit_hash = hashlib.sha1(
         f"commit {repo_type}/{repo_id} {generation}\n".encode(), usedforsecurity=False
     )
@@ -276,8 +359,7 @@ def build_repo(
             ).hexdigest()
         prepared.append((path, blob, lfs, pointer_size, pointer_oid))
         commit_hash.update(f"{path}\0{pointer_oid or blob.git_sha1}\n".encode())
-    commit = commit_hash.hexdigest()
-
+    sha = commit_hash.hexdigest()
     files = {
         path: FileInfo(
             repo_id=repo_id,
@@ -287,23 +369,54 @@ def build_repo(
             sha256=blob.sha256,
             git_sha1=blob.git_sha1,
             lfs=lfs,
-            commit=commit,
+            commit=sha,
             disk_path=blob.disk_path,
             pointer_size=pointer_size,
             pointer_oid=pointer_oid,
         )
         for path, blob, lfs, pointer_size, pointer_oid in prepared
     }
-    now = datetime.now(UTC)
+    return Commit(
+        sha=sha,
+        files=MappingProxyType(files),
+        date=datetime.now(UTC),
+        title=title,
+        parent=parent,
+    )
+
+
+def assemble_repo(
+    repo_id: str,
+    repo_type: str,
+    *,
+    history: Mapping[str, Commit],
+    refs: Mapping[str, str],
+    pinned: Iterable[str] = (),
+    private: bool = False,
+    gated: bool | str = False,
+    approved_tokens: Iterable[str] = (),
+    created_at: datetime | None = None,
+) -> Repo:
+    """The repo's snapshot at its default commit: `main`'s, or the newest without a `main`."""
+    gated = check_repo_settings(repo_type, gated)
+    if not history:
+        raise ValueError("a repo needs at least one commit")
+    unknown = {name: sha for name, sha in refs.items() if sha not in history}
+    if unknown:
+        raise ValueError(f"branches point at unknown commits: {unknown}")
+    sha = refs.get("main") or list(history)[-1]
+    head = history[sha]
     return Repo(
         repo_id=repo_id,
         repo_type=repo_type,
-        commit=commit,
-        files=MappingProxyType(files),
+        commit=sha,
+        files=head.files,
         private=private,
         gated=gated,
         approved_tokens=frozenset(approved_tokens),
-        branches=frozenset(branches),
-        last_modified=now,
-        created_at=created_at or now,
+        refs=MappingProxyType(dict(refs)),
+        history=MappingProxyType(dict(history)),
+        pinned=frozenset(pinned) & frozenset(refs),
+        last_modified=head.date,
+        created_at=created_at or next(iter(history.values())).date,
     )

@@ -5,6 +5,7 @@ See tests/hub/README.md for the protocol it speaks, the repos-dir format and the
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -21,15 +22,33 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
+from xml.sax.saxutils import escape
 
-from tests.hub.content import Blob, BlobStore, FileSource, is_lfs, source_lfs
+from tests.hub.content import (
+    Blob,
+    BlobStore,
+    BytesFile,
+    FileSource,
+    GeneratedFile,
+    is_lfs,
+    source_lfs,
+)
 from tests.hub.faults import Fault, FaultSet, Host
-from tests.hub.repos import FileInfo, Repo, build_repo, check_repo_path
+from tests.hub.repos import (
+    Commit,
+    FileInfo,
+    Repo,
+    assemble_repo,
+    build_commit,
+    check_repo_path,
+    check_repo_settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +59,20 @@ DEFAULT_TOKENS = (VALID_TOKEN, OTHER_TOKEN)
 BAD_TOKEN = "hf_unknown_token"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 SIGNED_URL_EXPIRES = 3600
+CDN_ETAG_STYLES = ("sha256", "opaque", "none")
+AMZ_ALGORITHM = "AWS4-HMAC-SHA256"
+AMZ_REGION = "us-east-1"
+_AMZ_DATE = "%Y%m%dT%H%M%SZ"
 _SLOW_CHUNK = 64 * 1024
+# S3's answer to an injected CDN status: its error code and message.
+_S3_ERRORS = {
+    400: ("InvalidRequest", "Invalid Request"),
+    403: ("AccessDenied", "Access Denied"),
+    404: ("NoSuchKey", "The specified key does not exist."),
+    416: ("InvalidRange", "The requested range is not satisfiable"),
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
 
 
 @dataclass
@@ -271,9 +303,41 @@ class _Handler(BaseHTTPRequestHandler):
             all_headers.insert(0, ("X-Error-Code", code))
         self._json(status, {"error": message}, all_headers)
 
-    def _cdn_error(self, status: int, code: str, headers: Iterable[tuple[str, str]] = ()) -> None:
-        body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code></Error>'
-        self._send(status, body.encode(), "application/xml", headers)
+    def _cdn_error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: Iterable[tuple[str, str]] = (),
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """An S3-style XML error that echoes the request, signature included, as S3 does."""
+        params = parse_qs(self.path.partition("?")[2])
+        fields = [("Code", code), ("Message", message), *details]
+        if "X-Amz-Expires" in params and not any(n == "X-Amz-Expires" for n, _ in fields):
+            fields.append(("X-Amz-Expires", params["X-Amz-Expires"][0]))
+        host = self.headers.get("Host") or self.hub.cdn_url.partition("://")[2]
+        fields += [
+            ("Resource", self.path.partition("?")[0]),
+            ("RequestURL", f"http://{host}{self.path}"),
+        ]
+        signatures = params.get("X-Amz-Signature") or params.get("sig")
+        if signatures:
+            fields.append(("SignatureProvided", signatures[0]))
+        credential = params.get("X-Amz-Credential", [""])[0]
+        if credential:
+            fields.append(("AWSAccessKeyId", credential.partition("/")[0]))
+        request_id = uuid.uuid4().hex[:16].upper()
+        fields += [("RequestId", request_id), ("HostId", base64.b64encode(os.urandom(48)).decode())]
+        body = "".join(f"<{name}>{escape(value)}</{name}>" for name, value in fields)
+        xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error>{body}</Error>'
+        self._send(
+            status,
+            xml.encode(),
+            "application/xml",
+            [("x-amz-request-id", request_id), *headers],
+        )
 
     def _fault_response(self, fault: Fault, *, cdn: bool) -> None:
         headers = list(fault.headers.items())
@@ -281,7 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("Retry-After", str(fault.retry_after)))
         status = fault.status or 500
         if cdn:
-            self._cdn_error(status, "InjectedFault", headers)
+            fallback = ("InjectedFault", f"Injected fault: HTTP {status}")
+            code, message = _S3_ERRORS.get(status, fallback)
+            self._cdn_error(status, code, message, headers=headers)
         else:
             self._error(status, f"Injected fault: HTTP {status}", headers=headers)
 
@@ -381,10 +447,13 @@ class _Handler(BaseHTTPRequestHandler):
         repo = self._check_access(route, token)
         if repo is None:
             return
-        revision = route.revision
-        if revision is not None and not repo.has_revision(revision):
-            self._error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
-            return
+        if route.revision is not None:
+            # Any commit the repo ever had stays readable, as on the real Hub.
+            at_revision = repo.at(route.revision)
+            if at_revision is None:
+                self._error(404, f"Invalid rev id: {route.revision}", "RevisionNotFound")
+                return
+            repo = at_revision
         if route.kind == "resolve":
             self._resolve(repo, route.path)
         elif route.kind == "info":
@@ -485,14 +554,15 @@ class _Handler(BaseHTTPRequestHandler):
         self,
         info: FileInfo,
         *,
-        etag: str,
+        etag: str | None,
         host: Host,
         headers: Iterable[tuple[str, str]] = (),
         file_paths: tuple[str, ...] | None = None,
     ) -> None:
         headers = list(headers)
         size = info.size
-        last_modified = self.hub.last_modified_header(info)
+        # Without an ETag there is no Last-Modified either: no validator at all.
+        last_modified = self.hub.last_modified_header(info) if etag is not None else None
         fault = None
         if self.command == "GET":
             fault = self.hub.faults.take(
@@ -507,7 +577,14 @@ class _Handler(BaseHTTPRequestHandler):
         range_header = self.headers.get("Range")
         if range_header and not (fault is not None and fault.ignore_range):
             if_range = self.headers.get("If-Range")
-            if if_range is None or if_range_matches(if_range, etag, last_modified):
+            # A server without validators does not implement If-Range at all: it honours Range
+            # whatever If-Range says, as many object-store bridges do (RFC 9110 would have it
+            # send 200; add an ignore_range fault for that).
+            if (
+                if_range is None
+                or etag is None
+                or if_range_matches(if_range, etag, last_modified or "")
+            ):
                 byte_range = parse_range(range_header, size)
         if byte_range == _UNSATISFIABLE:
             self._send(
@@ -523,10 +600,10 @@ class _Handler(BaseHTTPRequestHandler):
         all_headers = [
             ("Content-Type", content_type),
             ("Accept-Ranges", "bytes"),
-            ("ETag", f'"{etag}"'),
-            ("Last-Modified", last_modified),
             ("X-Request-Id", uuid.uuid4().hex),
         ]
+        if etag is not None:
+            all_headers += [("ETag", f'"{etag}"'), ("Last-Modified", last_modified or "")]
         names = {n.lower() for n, _ in headers}
         if "content-disposition" not in names:
             ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
@@ -570,13 +647,13 @@ class _Handler(BaseHTTPRequestHandler):
         drop_at = fault.drop_after if fault is not None else None
         stall_at = fault.stall_after if fault is not None else None
         corrupt_at = fault.corrupt_offset if fault is not None else None
-        chunk = _SLOW_CHUNK
-        if bandwidth:
-            # About 20 writes a second keeps the pace smooth even for small caps.
-            chunk = max(1024, min(chunk, bandwidth // 20))
+        trickle_rate = fault.trickle_rate if fault is not None else None
+        trickle_at = (fault.trickle_after or 0) if fault is not None and trickle_rate else None
         sent = 0
-        began = time.monotonic()
         stalled = False
+        # Pacing restarts whenever the rate changes (trickle begins) or a stall ends.
+        pace_rate: int | None = None
+        pace_since, pace_sent = time.monotonic(), 0
         while True:
             if drop_at is not None and sent >= drop_at:
                 self._drop()
@@ -586,15 +663,17 @@ class _Handler(BaseHTTPRequestHandler):
                 self.hub._sleep(fault.stall_seconds)
                 if fault.stall_then == "close":
                     self._drop()
-                if bandwidth:
-                    began = time.monotonic() - sent / bandwidth
+                pace_since, pace_sent = time.monotonic(), sent
             if sent >= length:
                 return
-            n = min(chunk, length - sent)
-            if drop_at is not None:
-                n = min(n, drop_at - sent)
-            if stall_at is not None and not stalled:
-                n = min(n, stall_at - sent)
+            trickling = trickle_at is not None and sent >= trickle_at
+            rate = trickle_rate if trickling else bandwidth
+            if rate != pace_rate:
+                pace_rate, pace_since, pace_sent = rate, time.monotonic(), sent
+            n = min(_piece_size(rate), length - sent)
+            for limit in (drop_at, None if stalled else stall_at, trickle_at):
+                if limit is not None and limit > sent:
+                    n = min(n, limit - sent)
             pos = start + sent
             data = os.pread(fd, n, pos)
             if not data:
@@ -607,8 +686,8 @@ class _Handler(BaseHTTPRequestHandler):
             sent += len(data)
             if self._record is not None:
                 self._record.body_bytes = sent
-            if bandwidth:
-                delay = began + sent / bandwidth - time.monotonic()
+            if rate:
+                delay = pace_since + (sent - pace_sent) / rate - time.monotonic()
                 if delay > 0:
                     self.hub._sleep(delay)
 
@@ -630,19 +709,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._fault_response(fault, cdn=True)
             return
         if self.command not in ("GET", "HEAD"):
-            self._cdn_error(405, "MethodNotAllowed")
+            message = "The specified method is not allowed against this resource."
+            self._cdn_error(405, "MethodNotAllowed", message)
             return
         if not entries:
-            self._cdn_error(404, "NoSuchKey")
+            self._cdn_error(404, "NoSuchKey", "The specified key does not exist.")
             return
-        params = parse_qs(query)
-        if not hmac.compare_digest(params.get("sig", [""])[0], self.hub.sign(sha256)):
-            # A client that drops or mangles the signed query (huggingface_hub <= 1.29 did
-            # on relative redirects) gets what S3 would answer.
-            self._cdn_error(403, "AccessDenied")
+        params = {k: v[0] for k, v in parse_qs(query).items()}
+        if not self._signature_holds(url_path, sha256, params):
             return
         info = entries[0]
-        disposition = params.get("response-content-disposition", [None])[0]
+        disposition = params.get("response-content-disposition")
         headers = [("Content-Disposition", disposition)] if disposition else []
         self._serve_file(
             info,
@@ -651,6 +728,68 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
             file_paths=tuple(e.path for e in entries),
         )
+
+    def _signature_holds(self, url_path: str, sha256: str, params: dict[str, str]) -> bool:
+        """Check a presigned URL like S3 does; if it fails, send S3's 403 and return False.
+
+        A client that drops or mangles the signed query (huggingface_hub <= 1.29 did on
+        relative redirects), or comes back after the URL expired, gets what S3 would answer.
+        """
+        hub = self.hub
+        required = (
+            *("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires"),
+            *("X-Amz-SignedHeaders", "X-Amz-Signature", "sig"),
+        )
+        if any(not params.get(name) for name in required):
+            message = (
+                "Query-string authentication version 4 requires the X-Amz-Algorithm, "
+                "X-Amz-Credential, X-Amz-Signature, X-Amz-Date, X-Amz-SignedHeaders, "
+                "and X-Amz-Expires parameters."
+            )
+            self._cdn_error(403, "AccessDenied", message)
+            return False
+        try:
+            signed_at = datetime.strptime(params["X-Amz-Date"], _AMZ_DATE).replace(tzinfo=UTC)
+            lifetime = int(params["X-Amz-Expires"])
+        except ValueError:
+            self._cdn_error(403, "AccessDenied", "X-Amz-Date must be in the ISO8601 Long Format")
+            return False
+        expires_at = signed_at.timestamp() + lifetime
+        now = time.time()
+        if hub.cdn_expired:
+            # As if the CDN's clock had run past every URL's expiry.
+            now = max(now, expires_at + 1)
+        if now >= expires_at:
+            self._cdn_error(
+                403,
+                "AccessDenied",
+                "Request has expired",
+                details=[
+                    ("X-Amz-Expires", params["X-Amz-Expires"]),
+                    ("Expires", _iso_seconds(expires_at)),
+                    ("ServerTime", _iso_seconds(now)),
+                ],
+            )
+            return False
+        string_to_sign = hub.string_to_sign(
+            url_path, params["X-Amz-Date"], lifetime, params["X-Amz-Credential"]
+        )
+        expected = hub.signature(
+            url_path, params["X-Amz-Date"], lifetime, params["X-Amz-Credential"]
+        )
+        if not (
+            params["X-Amz-Algorithm"] == AMZ_ALGORITHM
+            and hmac.compare_digest(params["X-Amz-Signature"], expected)
+            and hmac.compare_digest(params["sig"], hub.sign(sha256))
+        ):
+            message = (
+                "The request signature we calculated does not match the signature you "
+                "provided. Check your key and signing method."
+            )
+            details = [("StringToSign", string_to_sign)]
+            self._cdn_error(403, "SignatureDoesNotMatch", message, details=details)
+            return False
+        return True
 
     # -- admin ----------------------------------------------------------------------------
 
@@ -682,10 +821,57 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, hub.config())
             elif parts == ["repos"] and method == "GET":
                 self._json(200, {"repos": [hub.repo_summary(r) for r in hub.repos()]})
+            elif parts[:1] == ["repos"] and len(parts) > 1:
+                self._admin_repo([unquote(p) for p in parts[1:]], method)
             else:
                 self._json(404, {"error": f"no admin route {method} {url_path}"})
         except (ValueError, TypeError, KeyError) as exc:
             self._json(400, {"error": str(exc)})
+
+    def _admin_repo(self, parts: list[str], method: str) -> None:
+        """`/_admin/repos/[datasets/|spaces/]{repo_id}[/files|/commits|/branches]`."""
+        hub = self.hub
+        repo_type = "model"
+        if parts[0] in ("datasets", "spaces"):
+            repo_type, parts = parts[0][:-1], parts[1:]
+        # As in the API routes: `org/name` unless only a one-part id names a known repo.
+        n = 2
+        if not hub.has_repo("/".join(parts[:2]), repo_type=repo_type) and hub.has_repo(
+            parts[0], repo_type=repo_type
+        ):
+            n = 1
+        repo_id, tail = "/".join(parts[:n]), parts[n:]
+        if not hub.has_repo(repo_id, repo_type=repo_type):
+            self._json(404, {"error": f"no {repo_type} repo {repo_id!r}"})
+            return
+        data: Any = json.loads(self._request_body or b"{}") if method == "POST" else {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        if not tail and method == "GET":
+            repo = hub.repo(repo_id, repo_type=repo_type)
+        elif tail == ["commits"] and method == "GET":
+            repo = hub.repo(repo_id, repo_type=repo_type)
+            commits = [c.to_dict() for c in repo.history.values()]
+            self._json(200, {"commits": commits, "refs": dict(repo.refs)})
+            return
+        elif tail == ["files"] and method == "POST":
+            unknown = set(data) - {"path", "generate", "text", "lfs"}
+            if unknown:
+                raise ValueError(f"unknown file fields: {sorted(unknown)}")
+            source = _admin_file_source(data)
+            repo = hub.put_file(repo_id, str(data["path"]), source, repo_type=repo_type)
+        elif tail[:1] == ["files"] and len(tail) > 1 and method == "DELETE":
+            repo = hub.delete_file(repo_id, "/".join(tail[1:]), repo_type=repo_type)
+        elif tail == ["branches"] and method == "POST":
+            unknown = set(data) - {"branch", "commit"}
+            if unknown:
+                raise ValueError(f"unknown branch fields: {sorted(unknown)}")
+            branch, commit = str(data["branch"]), str(data["commit"])
+            repo = hub.set_branch(repo_id, branch, commit, repo_type=repo_type)
+        else:
+            self._json(404, {"error": f"no admin route {method} {self.path}"})
+            return
+        self._json(200, hub.repo_summary(repo))
 
 
 class ImitationHub:
@@ -705,6 +891,9 @@ class ImitationHub:
         bandwidth: int | None = None,
         gate_metadata: bool = False,
         cdn_etag: str = "sha256",
+        cdn_expired: bool = False,
+        signed_url_expires: int = SIGNED_URL_EXPIRES,
+        latency: float = 0.0,
         cache_dir: Path | str | None = None,
         request_log_size: int = 100_000,
     ) -> None:
@@ -716,9 +905,13 @@ class ImitationHub:
         self.cdn_redirect = cdn_redirect
         self.bandwidth = bandwidth
         # Seconds before each answer (Hub and CDN): what a real, distant Hub costs per request.
-        self.latency = 0.0
+        self.latency = latency
         self.gate_metadata = gate_metadata
         self.cdn_etag = _check_cdn_etag(cdn_etag)
+        # The CDN refuses every signed URL as expired (S3's 403 "Request has expired").
+        self.cdn_expired = cdn_expired
+        # X-Amz-Expires of the URLs resolve hands out; the CDN enforces it.
+        self.signed_url_expires = _check_expires(signed_url_expires)
         self.faults = FaultSet()
         self._host = host
         self._ports = (port, cdn_port)
@@ -727,9 +920,10 @@ class ImitationHub:
         )
         self._cdn_hostname = cdn_hostname
         self._secret = os.urandom(16)
+        self._presigned: dict[tuple[str, int], tuple[float, str, str, str]] = {}
         self._repos: dict[tuple[str, str], Repo] = {}
         self._generations: dict[tuple[str, str], int] = {}
-        self._by_sha256: dict[str, list[FileInfo]] = {}
+        self._by_sha256: dict[str, dict[tuple[str, str, str], FileInfo]] = {}
         self._repos_lock = threading.RLock()
         self._log: deque[RecordedRequest] = deque(maxlen=request_log_size)
         self._log_lock = threading.Lock()
@@ -817,23 +1011,58 @@ class ImitationHub:
         return f"{self.url}/{prefix}/resolve/{quote(revision, safe='')}/{quote(path)}"
 
     def cdn_location(self, info: FileInfo) -> str:
-        """The signed CDN URL that resolve redirects an LFS file to."""
+        """The presigned CDN URL (S3 query-string auth, plus `sig`) that resolve redirects to."""
         name = info.path.rsplit("/", 1)[-1]
         disposition = quote(f"inline; filename*=UTF-8''{quote(name)}; filename=\"{name}\";")
+        resource = f"/lfs/{info.sha256}"
+        amz_date, credential, signature = self._presign(resource, self.signed_url_expires)
         return (
-            f"{self.cdn_url}/lfs/{info.sha256}?response-content-disposition={disposition}"
-            f"&X-Amz-Expires={SIGNED_URL_EXPIRES}&sig={self.sign(info.sha256)}"
+            f"{self.cdn_url}{resource}?response-content-disposition={disposition}"
+            f"&X-Amz-Algorithm={AMZ_ALGORITHM}&X-Amz-Credential={quote(credential, safe='')}"
+            f"&X-Amz-Date={amz_date}&X-Amz-Expires={self.signed_url_expires}"
+            f"&X-Amz-Signature={signature}&X-Amz-SignedHeaders=host"
+            f"&sig={self.sign(info.sha256)}"
         )
 
-    def cdn_etag_of(self, info: FileInfo) -> str:
-        """The CDN's ETag for an object: its sha256, or with cdn_etag="opaque" an S3-like md5."""
+    def cdn_etag_of(self, info: FileInfo) -> str | None:
+        """The CDN's ETag for an object: its sha256, an S3-like md5 ("opaque"), or None."""
+        if self.cdn_etag == "none":
+            return None
         if self.cdn_etag == "sha256":
             return info.sha256
         return hashlib.md5(info.sha256.encode(), usedforsecurity=False).hexdigest()
 
+    def _presign(self, resource: str, expires: int) -> tuple[str, str, str]:
+        # Like the real Hub, hand out the same signed URL while more than half of its life
+        # is left: repeated resolves agree, and cdn_location() shows what clients were given.
+        now = time.time()
+        cached = self._presigned.get((resource, expires))
+        if cached is not None and now < cached[0] + expires / 2:
+            return cached[1:]
+        signed_at = datetime.fromtimestamp(int(now), UTC)
+        amz_date = signed_at.strftime(_AMZ_DATE)
+        credential = f"{self.cdn_access_key}/{signed_at:%Y%m%d}/{AMZ_REGION}/s3/aws4_request"
+        signature = self.signature(resource, amz_date, expires, credential)
+        self._presigned[(resource, expires)] = (int(now), amz_date, credential, signature)
+        return amz_date, credential, signature
+
+    @property
+    def cdn_access_key(self) -> str:
+        """The fake AWS access key id in the CDN URLs' X-Amz-Credential (`AKIA` + 16)."""
+        return "AKIA" + base64.b32encode(self._secret).decode()[:16]
+
     def sign(self, sha256: str) -> str:
-        """The fake signature the CDN accepts for an object."""
+        """The `sig` query parameter the CDN requires for an object."""
         return hmac.new(self._secret, sha256.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def string_to_sign(self, resource: str, amz_date: str, expires: int, credential: str) -> str:
+        """What X-Amz-Signature covers: a tampered path, date, lifetime or key breaks it."""
+        return "\n".join([AMZ_ALGORITHM, amz_date, credential, str(expires), resource, "host"])
+
+    def signature(self, resource: str, amz_date: str, expires: int, credential: str) -> str:
+        """The X-Amz-Signature (64 hex) the CDN expects for these signed values."""
+        text = self.string_to_sign(resource, amz_date, expires, credential)
+        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
 
     # -- repos ----------------------------------------------------------------------------
 
@@ -848,41 +1077,77 @@ class ImitationHub:
         approved_tokens: Iterable[str] = (),
         branches: Iterable[str] = ("main",),
     ) -> Repo:
-        """Create or replace a repo; sources are bytes, str, BytesFile, GeneratedFile, DiskFile."""
+        """Create a repo, or replace its files with a new commit (its past commits stay).
+
+        Sources are bytes, str, BytesFile, GeneratedFile or DiskFile; every branch points
+        at the new commit.
+        """
+        check_repo_settings(repo_type, gated)
+        branches = tuple(branches)
         stored = {
             check_repo_path(path): self._store(path, source) for path, source in files.items()
         }
         with self._repos_lock:
             key = (repo_type, repo_id)
             old = self._repos.get(key)
-            return self._commit(
+            commit = self._new_commit(
                 key,
                 stored,
-                private=private,
-                gated=gated,
-                approved_tokens=approved_tokens,
-                branches=branches,
-                created_at=old.created_at if old else None,
+                title="Initial commit" if old is None else "Replace every file",
+                parent=old.commit if old is not None else None,
+            )
+            history = {**(old.history if old is not None else {}), commit.sha: commit}
+            return self._install(
+                assemble_repo(
+                    repo_id,
+                    repo_type,
+                    history=history,
+                    refs={name: commit.sha for name in branches},
+                    private=private,
+                    gated=gated,
+                    approved_tokens=approved_tokens,
+                    created_at=old.created_at if old is not None else None,
+                ),
+                commit,
             )
 
     def put_file(
         self, repo_id: str, path: str, source: FileSource, *, repo_type: str = "model"
     ) -> Repo:
-        """Add or replace one file; the repo gets a new commit sha."""
+        """Add or replace one file in a new commit on top of `main`; returns the repo there.
+
+        `main` and the branches named in `branches=` move to the new commit; a branch placed
+        with set_branch stays where it was put. Every past commit stays readable.
+        """
         stored = self._store(check_repo_path(path), source)
         with self._repos_lock:
             repo = self.repo(repo_id, repo_type=repo_type)
             files = _blobs_of(repo)
             files[path] = stored
-            return self._recommit(repo, files)
+            return self._advance(repo, files, f"Upload {path}")
 
     def delete_file(self, repo_id: str, path: str, *, repo_type: str = "model") -> Repo:
-        """Remove one file; the repo gets a new commit sha."""
+        """Remove one file in a new commit on top of `main` (branches move as for put_file)."""
         with self._repos_lock:
             repo = self.repo(repo_id, repo_type=repo_type)
             files = _blobs_of(repo)
             del files[path]
-            return self._recommit(repo, files)
+            return self._advance(repo, files, f"Delete {path}")
+
+    def set_branch(
+        self, repo_id: str, branch: str, revision: str, *, repo_type: str = "model"
+    ) -> Repo:
+        """Point a branch (new or existing) at any commit the repo ever had, or at another
+        branch's commit. Moving `main` changes what `main`, the info API without a revision,
+        `commit()` and `file_info()` answer, and what put_file builds on; any other branch
+        set here stays put when later commits move `main`."""
+        with self._repos_lock:
+            repo = self.repo(repo_id, repo_type=repo_type)
+            sha = repo.resolve_revision(revision)
+            if sha is None:
+                raise KeyError(f"{repo_id} has no commit or branch {revision!r}")
+            pinned = repo.pinned | {branch} if branch != "main" else repo.pinned
+            return self._rebuild(repo, refs={**repo.refs, branch: sha}, pinned=pinned)
 
     def update_repo(
         self,
@@ -894,29 +1159,28 @@ class ImitationHub:
         approved_tokens: Iterable[str] | None = None,
         branches: Iterable[str] | None = None,
     ) -> Repo:
-        """Change access settings or branches; the content and commit stay the same."""
+        """Change access settings or the branch names; no new commit.
+
+        Kept branches keep their commit; new names point at main's commit and follow it.
+        """
         with self._repos_lock:
             repo = self.repo(repo_id, repo_type=repo_type)
-            key = repo.key
-            new = build_repo(
-                repo_id,
-                repo_type,
-                _blobs_of(repo),
-                generation=self._generations[key],
+            refs = dict(repo.refs)
+            if branches is not None:
+                refs = {name: repo.refs.get(name, repo.commit) for name in branches}
+            return self._rebuild(
+                repo,
+                refs=refs,
                 private=repo.private if private is None else private,
                 gated=repo.gated if gated is None else gated,
                 approved_tokens=(
                     repo.approved_tokens if approved_tokens is None else approved_tokens
                 ),
-                branches=repo.branches if branches is None else branches,
-                created_at=repo.created_at,
             )
-            self._repos[key] = new
-            self._reindex()
-            return new
 
     def remove_repo(self, repo_id: str, *, repo_type: str = "model") -> None:
-        """Forget a repo (its commit history counter is kept, so re-adding gets a new sha)."""
+        """Forget a repo and its history; its commit counter is kept, so re-adding it gets new
+        shas (the CDN stops serving its objects)."""
         with self._repos_lock:
             self._repos.pop((repo_type, repo_id), None)
             self._reindex()
@@ -926,15 +1190,21 @@ class ImitationHub:
         return (repo_type, repo_id) in self._repos
 
     def get_repo(self, repo_id: str, *, repo_type: str = "model") -> Repo | None:
-        """The repo's current snapshot, or None."""
+        """The repo at `main` (its default commit), or None."""
         return self._repos.get((repo_type, repo_id))
 
-    def repo(self, repo_id: str, *, repo_type: str = "model") -> Repo:
-        """The repo's current snapshot (KeyError if missing)."""
+    def repo(self, repo_id: str, *, revision: str | None = None, repo_type: str = "model") -> Repo:
+        """The repo at `main`, or at a revision (branch or any past commit sha); KeyError if
+        either is unknown."""
         repo = self.get_repo(repo_id, repo_type=repo_type)
         if repo is None:
             raise KeyError(f"no {repo_type} repo {repo_id!r}")
-        return repo
+        if revision is None:
+            return repo
+        at_revision = repo.at(revision)
+        if at_revision is None:
+            raise KeyError(f"{repo_id} has no commit or branch {revision!r}")
+        return at_revision
 
     def repos(self) -> list[Repo]:
         """All repos, sorted by type and id."""
@@ -942,16 +1212,29 @@ class ImitationHub:
             return [self._repos[k] for k in sorted(self._repos)]
 
     def commit(self, repo_id: str, *, repo_type: str = "model") -> str:
-        """The repo's current commit sha."""
+        """The commit sha `main` points at (the newest one unless set_branch moved it)."""
         return self.repo(repo_id, repo_type=repo_type).commit
 
-    def file_info(self, repo_id: str, path: str, *, repo_type: str = "model") -> FileInfo:
-        """Size, sha256, git sha1, etag, LFS flag, commit and disk path of a repo file."""
-        return self.repo(repo_id, repo_type=repo_type).files[path]
+    def commits(self, repo_id: str, *, repo_type: str = "model") -> list[str]:
+        """Every commit sha the repo ever had, oldest first; all stay readable."""
+        return self.repo(repo_id, repo_type=repo_type).commits
+
+    def file_info(
+        self,
+        repo_id: str,
+        path: str,
+        *,
+        revision: str | None = None,
+        repo_type: str = "model",
+    ) -> FileInfo:
+        """Size, sha256, git sha1, etag, LFS flag, commit and disk path of a repo file, at
+        `main` or at a revision (branch or commit sha)."""
+        return self.repo(repo_id, revision=revision, repo_type=repo_type).files[path]
 
     def files_by_sha256(self, sha256: str) -> list[FileInfo]:
-        """Every repo file with this content (what the CDN serves for an object)."""
-        return self._by_sha256.get(sha256, [])
+        """Every repo file, at any commit, with this content (what the CDN serves for an
+        object), the oldest first."""
+        return list(self._by_sha256.get(sha256, {}).values())
 
     def repo_summary(self, repo: Repo) -> dict[str, Any]:
         """JSON-friendly description of a repo (admin API)."""
@@ -961,48 +1244,87 @@ class ImitationHub:
             "commit": repo.commit,
             "private": repo.private,
             "gated": repo.gated,
+            "refs": dict(repo.refs),
+            "commits": repo.commits,
             "files": [f.to_dict() for f in repo.files.values()],
         }
 
     def last_modified_header(self, info: FileInfo) -> str:
-        """The Last-Modified value sent with a file (the repo's last change)."""
+        """The Last-Modified value sent with a file: when its content last changed, up to
+        its commit (stable across commits that leave it alone)."""
         repo = self.get_repo(info.repo_id, repo_type=info.repo_type)
-        when = repo.last_modified if repo is not None else None
-        return format_datetime(when, usegmt=True) if when else ""
+        at_commit = repo.at(info.commit) if repo is not None else None
+        if at_commit is None:
+            return ""
+        changed = at_commit.history[at_commit.last_commit_of(info.path)].date
+        return format_datetime(changed, usegmt=True)
 
     def _store(self, path: str, source: FileSource) -> tuple[Blob, bool]:
         blob = self.store.store(source)
         return blob, is_lfs(path, blob.size, source_lfs(source))
 
-    def _recommit(self, repo: Repo, files: dict[str, tuple[Blob, bool]]) -> Repo:
-        return self._commit(
-            repo.key,
-            files,
-            private=repo.private,
-            gated=repo.gated,
-            approved_tokens=repo.approved_tokens,
-            branches=repo.branches,
-            created_at=repo.created_at,
-        )
-
-    def _commit(
-        self, key: tuple[str, str], files: Mapping[str, tuple[Blob, bool]], **settings: Any
-    ) -> Repo:
+    def _new_commit(
+        self,
+        key: tuple[str, str],
+        files: Mapping[str, tuple[Blob, bool]],
+        *,
+        title: str,
+        parent: str | None,
+    ) -> Commit:
         # A new generation for every content change: clients cache trees and snapshots by
         # commit and treat them as immutable, so the same sha must never mean new content.
         generation = self._generations.get(key, 0) + 1
-        repo = build_repo(key[1], key[0], files, generation=generation, **settings)
+        commit = build_commit(
+            key[1], key[0], files, generation=generation, title=title, parent=parent
+        )
         self._generations[key] = generation
-        self._repos[key] = repo
-        self._reindex()
+        return commit
+
+    def _advance(self, repo: Repo, files: dict[str, tuple[Blob, bool]], title: str) -> Repo:
+        commit = self._new_commit(repo.key, files, title=title, parent=repo.commit)
+        refs = {name: sha if name in repo.pinned else commit.sha for name, sha in repo.refs.items()}
+        return self._rebuild(repo, history={**repo.history, commit.sha: commit}, refs=refs)
+
+    def _rebuild(self, repo: Repo, **changes: Any) -> Repo:
+        settings: dict[str, Any] = {
+            "history": repo.history,
+            "refs": repo.refs,
+            "pinned": repo.pinned,
+            "private": repo.private,
+            "gated": repo.gated,
+            "approved_tokens": repo.approved_tokens,
+            "created_at": repo.created_at,
+        }
+        settings.update(changes)
+        new = assemble_repo(repo.repo_id, repo.repo_type, **settings)
+        added = [c for sha, c in new.history.items() if sha not in repo.history]
+        return self._install(new, *added)
+
+    def _install(self, repo: Repo, *new_commits: Commit) -> Repo:
+        self._repos[repo.key] = repo
+        for commit in new_commits:
+            self._index(commit)
         return repo
 
+    def _index(
+        self, commit: Commit, index: dict[str, dict[tuple[str, str, str], FileInfo]] | None = None
+    ) -> None:
+        # Copy on write: CDN handlers read the index without the lock. The first commit that
+        # holds a (repo, path, content) names it, so its Last-Modified never moves.
+        index = self._by_sha256 if index is None else index
+        for info in commit.files.values():
+            if not info.lfs:
+                continue
+            entries = index.get(info.sha256, {})
+            key = (info.repo_type, info.repo_id, info.path)
+            if key not in entries:
+                index[info.sha256] = {**entries, key: info}
+
     def _reindex(self) -> None:
-        index: dict[str, list[FileInfo]] = {}
+        index: dict[str, dict[tuple[str, str, str], FileInfo]] = {}
         for repo in self._repos.values():
-            for info in repo.files.values():
-                if info.lfs:
-                    index.setdefault(info.sha256, []).append(info)
+            for commit in repo.history.values():
+                self._index(commit, index)
         self._by_sha256 = index
 
     # -- settings -------------------------------------------------------------------------
@@ -1014,6 +1336,9 @@ class ImitationHub:
         bandwidth: int | str | None = "unchanged",
         gate_metadata: bool | None = None,
         cdn_etag: str | None = None,
+        cdn_expired: bool | None = None,
+        signed_url_expires: int | None = None,
+        latency: float | None = None,
         tokens: Iterable[str] | None = None,
     ) -> None:
         """Change hub-wide switches (also reachable as `POST /_admin/config`)."""
@@ -1027,6 +1352,14 @@ class ImitationHub:
             self.gate_metadata = bool(gate_metadata)
         if cdn_etag is not None:
             self.cdn_etag = _check_cdn_etag(cdn_etag)
+        if cdn_expired is not None:
+            self.cdn_expired = bool(cdn_expired)
+        if signed_url_expires is not None:
+            self.signed_url_expires = _check_expires(signed_url_expires)
+        if latency is not None:
+            if isinstance(latency, bool) or not isinstance(latency, int | float) or latency < 0:
+                raise ValueError("latency must be a number of seconds >= 0")
+            self.latency = float(latency)
         if tokens is not None:
             self.tokens = set(tokens)
 
@@ -1039,6 +1372,9 @@ class ImitationHub:
             "bandwidth": self.bandwidth,
             "gate_metadata": self.gate_metadata,
             "cdn_etag": self.cdn_etag,
+            "cdn_expired": self.cdn_expired,
+            "signed_url_expires": self.signed_url_expires,
+            "latency": self.latency,
             "tokens": sorted(self.tokens),
         }
 
@@ -1103,11 +1439,46 @@ def _blobs_of(repo: Repo) -> dict[str, tuple[Blob, bool]]:
     }
 
 
+def _piece_size(rate: int | None) -> int:
+    """Bytes per write: 64 KiB at full speed; under a cap about 20 writes a second, so a
+    slow rate reaches the client as a steady trickle of small pieces, never as bursts."""
+    if not rate:
+        return _SLOW_CHUNK
+    return max(1, min(_SLOW_CHUNK, int(rate // 20)))
+
+
+def _admin_file_source(spec: dict[str, Any]) -> FileSource:
+    """A file from the admin API: `{"generate": {"size", "seed"}}` or `{"text"}`, + `lfs`."""
+    lfs = spec.get("lfs")
+    if lfs is not None and not isinstance(lfs, bool):
+        raise ValueError("lfs must be true, false or null")
+    if "path" not in spec:
+        raise ValueError("a file needs its repo path: {'path': ...}")
+    if ("generate" in spec) == ("text" in spec):
+        raise ValueError("a file needs exactly one of 'generate' or 'text'")
+    if "text" in spec:
+        return BytesFile(str(spec["text"]).encode(), lfs=lfs)
+    generate = spec["generate"]
+    if not isinstance(generate, dict) or set(generate) - {"size", "seed"}:
+        raise ValueError("generate takes {'size': N, 'seed': S}")
+    return GeneratedFile(size=int(generate["size"]), seed=int(generate.get("seed", 0)), lfs=lfs)
+
+
+def _iso_seconds(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
 def _check_cdn_etag(style: str) -> str:
-    if style not in ("sha256", "opaque"):
-        raise ValueError("cdn_etag must be 'sha256' or 'opaque'")
+    if style not in CDN_ETAG_STYLES:
+        raise ValueError("cdn_etag must be 'sha256', 'opaque' or 'none'")
     return style
+
+
+def _check_expires(seconds: int) -> int:
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        raise ValueError("signed_url_expires must be a positive int (seconds)")
+    return seconds

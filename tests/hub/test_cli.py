@@ -66,3 +66,36 @@ def test_standalone_hub_serves_a_repos_dir_and_exits_cleanly(tmp_path: Path):
         proc.stdout.close()
         proc.stderr.close()
     assert code == 0
+
+
+@pytest.mark.timeout(30)
+def test_standalone_hub_takes_the_cdn_switches_from_the_command_line(tmp_path: Path):
+    port = free_port()
+    args = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--cdn-etag", "none"]
+    args += ["--cdn-expired", "--signed-url-expires", "60", "--latency", "0.01"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hub", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        while not (line := proc.stdout.readline()).startswith("{"):
+            assert line, proc.stderr.read()
+        url = f"http://127.0.0.1:{port}"
+
+        config = HubAdmin(url).config()
+        refused = requests.get(f"{url}/org/tiny/resolve/main/model.bin", timeout=(5, 10))
+
+        assert (config["cdn_etag"], config["cdn_expired"]) == ("none", True)
+        assert (config["signed_url_expires"], config["latency"]) == (60, 0.01)
+        assert refused.status_code == 403 and b"Request has expired" in refused.content
+        assert "X-Amz-Expires=60" in refused.url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert code == 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
+import itertools
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from tests.hub import TINY, Fault, GeneratedFile, HubAdmin, HubAdminError, ImitationHub
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(20)
 TIMEOUT = (5, 10)
@@ -207,6 +211,12 @@ def test_invalid_faults_are_rejected():
         Fault(path="x")
     with pytest.raises(ValueError, match="cannot also shape"):
         Fault(status=500, drop_after=3)
+    with pytest.raises(ValueError, match="needs a trickle_rate"):
+        Fault(trickle_after=100)
+    with pytest.raises(ValueError, match="trickle_rate must be > 0"):
+        Fault(trickle_rate=0)
+    with pytest.raises(ValueError, match="cannot also shape"):
+        Fault(status=500, trickle_rate=10)
 
 
 def test_admin_http_api_controls_faults_log_and_config(hub: ImitationHub):
@@ -256,3 +266,105 @@ def test_latency_delays_every_answer_of_hub_and_cdn(hub: ImitationHub):
     took = time.monotonic() - began
     assert resp.status_code == 200 and len(resp.history) == 1
     assert took >= 0.6
+
+
+def timed_reads(url: str, timeout: float = 10) -> tuple[int, list[tuple[float, int]]]:
+    """GET with http.client; returns the status and (seconds since the headers, bytes) of
+    every read, each read taking only what one recv brought."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        conn.request("GET", f"{parts.path}?{parts.query}" if parts.query else parts.path)
+        response = conn.getresponse()
+        began = time.monotonic()
+        reads: list[tuple[float, int]] = []
+        while chunk := response.read1(65536):
+            reads.append((time.monotonic() - began, len(chunk)))
+        return response.status, reads
+    finally:
+        conn.close()
+
+
+def test_trickle_sends_the_head_fast_then_small_pieces_slowly(hub: ImitationHub):
+    hub.cdn_redirect = False  # one hop, so the reads time the body alone
+    hub.faults.add(path="model.bin", trickle_after=8192, trickle_rate=1000)
+
+    status, reads = timed_reads(hub.resolve_url(TINY, "model.bin"))
+
+    received = 0
+    head_done_at = None
+    for at, n in reads:
+        received += n
+        if head_done_at is None and received >= 8192:
+            head_done_at = at
+    trickle = [(at, n) for at, n in reads if at > (head_done_at or 0)]
+    assert (status, received) == (200, 10240)
+    assert head_done_at is not None and head_done_at < 1.0
+    # The last 2048 bytes take about 2 s, arriving as many small pieces with no long gap.
+    assert reads[-1][0] - head_done_at >= 1.5
+    assert len(trickle) >= 10 and max(n for _, n in trickle) <= 1024
+    assert max(b[0] - a[0] for a, b in itertools.pairwise(trickle)) < 0.5
+
+
+def test_low_bandwidth_cap_sends_small_pieces_not_bursts(empty_hub: ImitationHub):
+    empty_hub.add_repo("org/slow", {"w.bin": GeneratedFile(size=2500, seed=10)})
+    empty_hub.cdn_redirect = False
+    empty_hub.faults.add(path="w.bin", bandwidth=1000)
+
+    status, reads = timed_reads(empty_hub.resolve_url("org/slow", "w.bin"))
+
+    assert (status, sum(n for _, n in reads)) == (200, 2500)
+    assert reads[0][0] < 0.5 and reads[-1][0] >= 2.0
+    assert max(n for _, n in reads) <= 1024
+    assert max(b[0] - a[0] for a, b in itertools.pairwise(reads)) < 0.5
+
+
+def test_trickle_combines_with_drop_after(hub: ImitationHub):
+    hub.faults.add(path="model.bin", trickle_after=1024, trickle_rate=4000, drop_after=2048)
+
+    began = time.monotonic()
+    status, body, error = fetch(hub.resolve_url(TINY, "model.bin"))
+
+    assert (status, len(body)) == (200, 2048)
+    assert error is not None
+    assert time.monotonic() - began >= 0.2
+
+
+def test_stop_ends_a_trickling_response_at_once(empty_hub: ImitationHub):
+    empty_hub.add_repo("org/slow", {"w.bin": GeneratedFile(size=100_000, seed=10)})
+    empty_hub.faults.add(path="w.bin", trickle_rate=20, times=None)
+    received: list[int] = []
+    ended = threading.Event()
+
+    def reader() -> None:
+        try:
+            with requests.get(
+                empty_hub.resolve_url("org/slow", "w.bin"), stream=True, timeout=TIMEOUT
+            ) as r:
+                for chunk in r.iter_content(1):
+                    received.append(len(chunk))
+        except requests.RequestException:
+            pass
+        finally:
+            ended.set()
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    wait_for(lambda: received, 5, "the first trickled byte")
+    began = time.monotonic()
+    empty_hub.stop()
+
+    assert time.monotonic() - began < 2
+    assert ended.wait(2), "the client still waits on a trickle the hub should have ended"
+    assert sum(received) < 100_000
+
+
+def test_admin_adds_a_trickle_fault(hub: ImitationHub):
+    added = HubAdmin(hub.url).add_fault(path="model.bin", trickle_after=10000, trickle_rate=500)
+
+    began = time.monotonic()
+    status, body, error = fetch(hub.resolve_url(TINY, "model.bin"))
+
+    assert (added["trickle_after"], added["trickle_rate"]) == (10000, 500)
+    assert (status, len(body), error) == (200, 10240, None)
+    assert time.monotonic() - began >= 0.3

@@ -303,3 +303,77 @@ def test_client_resumes_with_range_after_the_cdn_drops(empty_hub: ImitationHub, 
     assert result["sha256"] == empty_hub.file_info("org/big", "big.bin").sha256
     cdn = [(r.status, r.header("range")) for r in empty_hub.requests if r.host == "cdn"]
     assert cdn == [(200, None), (206, "bytes=10485760-")]
+
+
+@pytest.mark.timeout(60)
+def test_client_pinned_to_a_commit_gets_its_file_after_main_moves(
+    empty_hub: ImitationHub, tmp_path
+):
+    # A two-file job: the first file fixes the commit, then b.bin changes on main before the
+    # second file is fetched at that commit.
+    empty_hub.add_repo(
+        "org/x",
+        {"a.bin": GeneratedFile(size=5000, seed=41), "b.bin": GeneratedFile(size=6000, seed=42)},
+    )
+    old_b = empty_hub.file_info("org/x", "b.bin")
+    env = hf_environ(empty_hub.url, tmp_path / "hf-home")
+    first = run_hf(
+        env,
+        """
+        path = hf_hub_download("org/x", "a.bin", endpoint=ENDPOINT, cache_dir=CACHE)
+        out(commit=Path(path).parent.name)
+        """,
+        tmp_path,
+    )
+    empty_hub.put_file("org/x", "b.bin", GeneratedFile(size=6000, seed=43))
+
+    second = run_hf(
+        env,
+        """
+        pinned = hf_hub_download("org/x", "b.bin", revision=A["commit"], endpoint=ENDPOINT,
+                                 cache_dir=CACHE)
+        latest = hf_hub_download("org/x", "b.bin", endpoint=ENDPOINT, cache_dir=CACHE)
+        out(pinned=sha256_of(pinned), latest=sha256_of(latest))
+        """,
+        tmp_path,
+        commit=first["commit"],
+    )
+
+    assert first["commit"] == empty_hub.commits("org/x")[0]
+    assert second == {
+        "pinned": old_b.sha256,
+        "latest": empty_hub.file_info("org/x", "b.bin").sha256,
+    }
+    pinned_head = next(
+        r for r in empty_hub.requests if r.path == f"/org/x/resolve/{first['commit']}/b.bin"
+    )
+    assert pinned_head.status == 302
+
+
+@pytest.mark.timeout(30)
+def test_expired_cdn_url_puts_the_signature_in_the_client_error(
+    hub: ImitationHub, hf_env, tmp_path
+):
+    hub.cdn_expired = True
+
+    result = run_hf(
+        hf_env,
+        """
+        try:
+            hf_hub_download(A["repo"], "model.bin", endpoint=ENDPOINT, cache_dir=CACHE)
+            out(error=None)
+        except Exception as exc:
+            out(error=type(exc).__name__, message=str(exc))
+        """,
+        tmp_path,
+        repo=TINY,
+    )
+
+    cdn = next(r for r in hub.requests if r.host == "cdn")
+    signature = cdn.query["X-Amz-Signature"]
+    assert cdn.status == 403
+    assert result["error"] == "HfHubHTTPError"
+    assert "Request has expired" in result["message"]
+    # Beyond the URL's query string, the S3 body repeats the signature on its own: the
+    # leak a log scrubber that only knows `X-Amz-Signature=` misses.
+    assert f"<SignatureProvided>{signature}</SignatureProvided>" in result["message"]
