@@ -22,12 +22,15 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from app.catalog import load_catalog
     from app.db import make_engine, make_session_factory
     from app.dispatch import Dispatcher
+    from app.scrub import register_secrets
     from app.settings import load_settings
     from app.web import api, auth, errors, health, openapi, pages, ws
     from app.web.relay import Relay
     from app.web.state import WebState, close_db
 
     settings = settings or load_settings()
+    # Before anything can fail: every error and event the web tier sends on is scrubbed.
+    register_secrets(settings.hf_token, settings.api_token)
     app = Flask(__name__, template_folder="web/templates", static_folder="web/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["modelpull"] = WebState(

@@ -6,6 +6,8 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from app.scrub import scrub
+
 
 class ModelpullError(Exception):
     """Base of every error the service raises on purpose."""
@@ -41,9 +43,14 @@ class NothingToDownloadError(ModelpullError):
 
 
 class DownloadError(ModelpullError):
-    """A download failed; carries what failed, never a token."""
+    """A download failed; carries what failed, never a token.
+
+    `message` and `stderr` are scrubbed (app.scrub) whenever they are set, also after
+    construction: whatever stores, publishes or logs them gets them clean."""
 
     transient = False
+    _message: str
+    _stderr: str | None
 
     def __init__(
         self,
@@ -56,14 +63,33 @@ class DownloadError(ModelpullError):
         hub_code: str | None = None,
         stderr: str | None = None,
     ) -> None:
-        super().__init__(message)
         self.message = message
+        super().__init__(self.message)
         self.stderr = stderr
         self.repo = repo
         self.file = file
         self.attempt = attempt
         self.status = status
         self.hub_code = hub_code
+
+    @property
+    def message(self) -> str:
+        """What failed, in the user's words, with every secret masked."""
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self._message = scrub(value)
+        self.args = (self._message,)
+
+    @property
+    def stderr(self) -> str | None:
+        """What the engine's child wrote (or the traceback), with every secret masked."""
+        return self._stderr
+
+    @stderr.setter
+    def stderr(self, value: str | None) -> None:
+        self._stderr = scrub(value)
 
     def __str__(self) -> str:
         where = "/".join(p for p in (self.repo, self.file) if p)

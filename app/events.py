@@ -1,4 +1,7 @@
-"""The wire events of the `download` channel (the README's "Wire events"): camelCase JSON."""
+"""The wire events of the `download` channel (the README's "Wire events"): camelCase JSON.
+
+Every error and stderr text an event or the API's job shows is scrubbed here (app.scrub),
+so a row written before a secret was known, or by an older worker, never shows one."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
+from app.scrub import scrub
 
 CHANNEL = "download"
 
@@ -80,8 +84,8 @@ def file_event(
         "sentAt": sent_at(),
     }
     if status is FileStatus.FAILED:
-        data["error"] = error
-        data["stderr"] = stderr
+        data["error"] = scrub(error)
+        data["stderr"] = scrub(stderr)
     return {"channel": CHANNEL, "type": FILE_EVENT_TYPES[status], "data": data}
 
 
@@ -127,7 +131,7 @@ def job_event(job: DownloadJob, *, seq: int = 0) -> dict[str, Any]:
         "sentAt": sent_at(),
     }
     if job.status is JobStatus.FAILED:
-        data["error"] = job.error
+        data["error"] = scrub(job.error)
     return {"channel": CHANNEL, "type": JOB_EVENT_TYPES[job.status], "data": data}
 
 
@@ -145,7 +149,7 @@ def job_to_dict(job: DownloadJob) -> dict[str, Any]:
         "createdAt": iso(job.created_at),
         "startedAt": iso(job.started_at),
         "finishedAt": iso(job.finished_at),
-        "error": job.error,
+        "error": scrub(job.error),
         "totalBytes": job.total_bytes,
         "bytesDownloaded": job.bytes_done,
         "overallProgress": percent(job.bytes_done, job.total_bytes),
@@ -163,8 +167,8 @@ def job_to_dict(job: DownloadJob) -> dict[str, Any]:
                 "bytesDownloaded": f.bytes_done,
                 "fileProgress": percent(f.bytes_done, f.size),
                 "attempts": f.attempts,
-                "error": f.error,
-                "stderr": f.stderr,
+                "error": scrub(f.error),
+                "stderr": scrub(f.stderr),
             }
             for f in job.files
         ],

@@ -2,45 +2,40 @@
 
 Each line carries the job id, file id, repo, file name and engine; failures add the error
 and the captured stderr in full (escaped onto the line). A filter scrubs tokens and signed
-URL parameters from every record, whatever code produced it.
+URL parameters from every record, whatever code produced it, with the service's one
+scrubber (app.scrub; the worker's runtime registers its tokens there).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from logging.handlers import RotatingFileHandler
 from typing import Any
 
+from app.scrub import scrub
 from app.settings import Settings
 
 LOGGER_NAME = "modelpull.downloads"
-_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
-_HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{6,}\b")
-_SIGNED = re.compile(
-    r"(?i)([?&](?:sig|signature|x-amz-signature|x-amz-credential|token)=)[^&\s\"']+"
-)
+_FORMATTER = logging.Formatter()
 
 
 class RedactFilter(logging.Filter):
-    """Removes secrets from log records: the configured tokens, bearer values, signatures."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
-
-    def scrub(self, text: str) -> str:
-        """The text with every known secret masked."""
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        text = _BEARER.sub(r"\1***", text)
-        text = _HF_TOKEN.sub("hf_***", text)
-        return _SIGNED.sub(r"\1***", text)
+    """Scrubs every record (app.scrub: the registered tokens, bearer values, signatures),
+    its traceback included, before any handler writes it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.scrub(record.getMessage())
+        text = record.getMessage()
+        # A traceback is formatted by the handler, after filters: fold it in now, scrubbed.
+        if record.exc_info:
+            record.exc_text = record.exc_text or _FORMATTER.formatException(record.exc_info)
+        if record.exc_text:
+            text = f"{text}\n{record.exc_text}"
+        if record.stack_info:
+            text = f"{text}\n{record.stack_info}"
+        record.msg = scrub(text)
         record.args = None
+        record.exc_info = record.exc_text = record.stack_info = None
         return True
 
 
@@ -53,7 +48,7 @@ def setup_download_log(settings: Settings) -> logging.Logger:
         handler.close()
     for f in list(logger.filters):
         logger.removeFilter(f)
-    logger.addFilter(RedactFilter([settings.hf_token or "", settings.api_token or ""]))
+    logger.addFilter(RedactFilter())
     if settings.download_log_to_file:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
         handler = RotatingFileHandler(
