@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -58,6 +59,23 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def db_now(session: Session) -> datetime:
+    """The job store's clock (aware UTC): the one clock every lease is stamped and judged by.
+
+    Workers run on several machines whose clocks drift; a worker minutes off would otherwise
+    lose its files or take over live ones. PostgreSQL answers with its server's clock (the
+    moment of the call, not the start of the transaction); SQLite's clock is the machine's
+    own, which every process sharing the file also reads.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        raw = session.scalar(select(func.strftime("%Y-%m-%d %H:%M:%f", "now")))
+        return datetime.fromisoformat(str(raw)).replace(tzinfo=UTC)
+    value = session.scalar(select(func.clock_timestamp()))
+    if not isinstance(value, datetime):
+        raise TypeError(f"the database answered {value!r} for the time")
+    return value.astimezone(UTC)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -68,8 +68,8 @@ def _act(
     allowed_jobs: frozenset[JobStatus],
     **values: Any,
 ) -> ActionResult:
-    # Lock order: file rows first (in file order), then the job row in settle_job, the same
-    # order a worker uses, so a user's action and a worker's finish cannot deadlock.
+    # Lock order (app.jobs.states): file rows first, in file order, then the job row in
+    # settle_job, as a worker and the sweeper do, so none of them can deadlock with another.
     current = current_job_status(session, job_id)
     if current not in allowed_jobs:
         raise IllegalTransitionError(f"cannot {action} a job that is {current.value}")

@@ -3,16 +3,20 @@
 A worker holds a file while it is downloading or verifying and its row names the worker;
 every write a worker makes is conditional on that hold, so a worker that lost the file (a
 user paused or cancelled it, or the sweeper handed it to another worker) writes nothing.
+
+Leases are stamped and judged with the job store's clock (`db_now`), never a worker's own:
+a worker whose clock is minutes off neither looks dead to others nor finds live files stale.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
+from app.db import db_now
 from app.jobs.listing import get_file
 from app.jobs.states import settle_job, transition_file, update_one
 from app.models import ACTIVE, TERMINAL, DownloadFile, FileStatus, JobStatus, utcnow
@@ -38,17 +42,22 @@ def claim_file(
     worker: str,
     task_id: str | None = None,
     stale_before: datetime | None = None,
+    lease_seconds: float | None = None,
     now: datetime | None = None,
 ) -> DownloadFile | None:
     """Take a queued file for `worker`; None if another worker has it or it is not queued.
 
-    With `stale_before`, a file whose holder stopped heartbeating before that time is taken
-    over too: its worker died without its message being redelivered.
+    A file whose holder stopped heartbeating is taken over too (its worker died without its
+    message being redelivered): `lease_seconds` ago by the job store's clock, or before
+    `stale_before`, a time read from the caller's clock (`utcnow() - lease`) and moved onto
+    the store's clock here. `now` (tests) replaces the store's clock, and then both times
+    are on it.
     """
-    stamp = now or utcnow()
+    stamp = now or db_now(session)
     claimable: ColumnElement[bool] = DownloadFile.status == FileStatus.QUEUED
-    if stale_before is not None:
-        claimable = or_(claimable, lease_expired(stale_before))
+    cutoff = _stale_cutoff(stamp, stale_before, lease_seconds, translate=now is None)
+    if cutoff is not None:
+        claimable = or_(claimable, lease_expired(cutoff))
     claimed = update_one(
         session,
         update(DownloadFile)
@@ -74,6 +83,23 @@ def claim_file(
     return row
 
 
+def _stale_cutoff(
+    stamp: datetime,
+    stale_before: datetime | None,
+    lease_seconds: float | None,
+    *,
+    translate: bool,
+) -> datetime | None:
+    # The moment, on the store's clock, before which a holder's last heartbeat means it is
+    # gone. A caller's `stale_before` is shifted by how far its clock is from the store's
+    # (measured now), so a worker with a fast clock does not find live files stale.
+    if lease_seconds is not None:
+        return stamp - timedelta(seconds=lease_seconds)
+    if stale_before is None:
+        return None
+    return stale_before + (stamp - utcnow()) if translate else stale_before
+
+
 def record_progress(
     session: Session,
     file_id: str,
@@ -85,9 +111,10 @@ def record_progress(
 ) -> bool:
     """Store bytes done and renew the lease; False means the worker no longer holds the file.
 
-    The file was then paused, cancelled or taken over, and the worker should stop.
+    The file was then paused, cancelled or taken over, and the worker should stop. The
+    lease is renewed with the job store's clock (`now`, for tests, replaces it).
     """
-    stamp = now or utcnow()
+    stamp = now or db_now(session)
     values: dict[str, Any] = {"bytes_done": bytes_done, "heartbeat_at": stamp, "updated_at": stamp}
     if size is not None:
         values["size"] = size

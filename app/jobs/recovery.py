@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select, true, update
 from sqlalchemy.orm import Session
 
+from app.db import db_now
 from app.jobs.claims import lease_expired
-from app.jobs.listing import get_file
 from app.jobs.states import settle_job, update_one
 from app.models import ACTIVE, UNFINISHED, DownloadFile, FileStatus, utcnow
 
@@ -25,9 +25,20 @@ def mark_published(
     """Record that these files' task messages reached the broker."""
     ids = list(file_ids)
     if ids:
+        # The one lock order (app.jobs.states): rows in (job, file_index) order, so a web
+        # process marking a job's files cannot deadlock with a worker pinning their commit
+        # or a user pausing them.
+        locked = list(
+            session.scalars(
+                select(DownloadFile.id)
+                .where(DownloadFile.id.in_(ids))
+                .order_by(DownloadFile.job_id, DownloadFile.file_index)
+                .with_for_update()
+            )
+        )
         session.execute(
             update(DownloadFile)
-            .where(DownloadFile.id.in_(ids))
+            .where(DownloadFile.id.in_(locked))
             .values(published_at=now or utcnow()),
             execution_options={"synchronize_session": False},
         )
@@ -107,25 +118,33 @@ def requeue_stale(
 ) -> StaleResult:
     """Hand back the files whose holder stopped heartbeating before `stale_before`.
 
-    A file that keeps killing workers is failed: lost `max_attempts` times in a row without
-    getting any further. A big file on machines that restart often (or in the chaos suite)
-    goes on as long as each claim moves it on. `file_ids` limits the sweep to those files
-    (whose holders are known to be gone).
+    `stale_before` is a time on the job store's clock (`db_now(session) - lease`), the clock
+    heartbeats are stamped with. A file that keeps killing workers is failed: lost
+    `max_attempts` times in a row without getting any further. A big file on machines that
+    restart often (or in the chaos suite) goes on as long as each claim moves it on.
+    `file_ids` limits the sweep to those files (whose holders are known to be gone).
     """
-    stamp = now or utcnow()
+    stamp = now or db_now(session)
+    # The lock order (see app.jobs.states): file rows in (job, file_index) order, then each
+    # job row once, in job order. A user's pause locks one job's files in file order and then
+    # the job; taking a job between two files here would deadlock with it.
     rows = session.execute(
         select(
             DownloadFile.id,
+            DownloadFile.job_id,
             DownloadFile.bytes_done,
             DownloadFile.claimed_bytes,
             DownloadFile.stalled_losses,
-        ).where(
+        )
+        .where(
             lease_expired(stale_before),
             DownloadFile.id.in_(file_ids) if file_ids is not None else true(),
         )
+        .order_by(DownloadFile.job_id, DownloadFile.file_index)
     ).all()
     result = StaleResult(requeued=[], failed=[])
-    for file_id, bytes_done, claimed_bytes, stalled_losses in rows:
+    touched: list[str] = []
+    for file_id, job_id, bytes_done, claimed_bytes, stalled_losses in rows:
         stalls = 0 if bytes_done > claimed_bytes else stalled_losses + 1
         target, values = _after_loss(stalls, max_attempts, stamp)
         # Conditional on the lease still being expired: the holder may have come back, or
@@ -137,7 +156,9 @@ def requeue_stale(
             .values(status=target, updated_at=stamp, **values),
         ):
             (result.failed if target is F.FAILED else result.requeued).append(file_id)
-            settle_job(session, get_file(session, file_id).job_id, now=stamp)
+            touched.append(job_id)
+    for job_id in sorted(set(touched)):
+        settle_job(session, job_id, now=stamp)
     return result
 
 

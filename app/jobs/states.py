@@ -3,6 +3,12 @@
 A file's status changes only through conditional UPDATEs (`WHERE status IN (...)`), so two
 processes racing for the same row cannot both win; a job's status is derived from its files'
 and stored by `settle_job` in the transaction that changed them.
+
+One lock order everywhere, so that the sweeper, users and workers never deadlock on
+PostgreSQL: file rows first, in (job, file_index) order, then job rows (`settle_job`), in
+job order, each once, and never a file row after a job row in the same transaction. A
+user's action locks one job's files in file order then the job; a worker locks its one file
+then the job; the sweeper locks every stale file in that order, then settles each job once.
 """
 
 from __future__ import annotations

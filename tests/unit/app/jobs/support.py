@@ -1,11 +1,16 @@
-"""What the job state machine's tests share: a job of plain files, its statuses, row counts."""
+"""What the job state machine's tests share: a job of plain files, its statuses, row counts,
+and a process clock set minutes off."""
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime, timedelta
+
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jobs
+from app import jobs, models
 from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
 
 
@@ -34,3 +39,24 @@ def row_counts(factory: sessionmaker[Session]) -> tuple[int, int]:
             s.scalar(select(func.count()).select_from(DownloadJob)) or 0,
             s.scalar(select(func.count()).select_from(DownloadFile)) or 0,
         )
+
+
+# The real clock, read before any test skews it.
+_TRUE_UTCNOW = models.utcnow
+
+
+def skew_clock(monkeypatch: pytest.MonkeyPatch, offset: timedelta) -> None:
+    """Set this process's clock `offset` off as app and worker code read it (`utcnow`): how a
+    worker on a machine whose clock drifted sees the time. The database's clock stays right.
+    Calling it again replaces the offset."""
+
+    def skewed() -> datetime:
+        return _TRUE_UTCNOW() + offset
+
+    skewed.skewed = True  # type: ignore[attr-defined]
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("app", "worker"):
+            continue
+        current = vars(module).get("utcnow")
+        if current is _TRUE_UTCNOW or getattr(current, "skewed", False):
+            monkeypatch.setattr(module, "utcnow", skewed)

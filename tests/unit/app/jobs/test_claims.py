@@ -8,11 +8,14 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import jobs
+from app import jobs, models
+from app.db import db_now
 from app.models import FileStatus, JobStatus, utcnow
-from tests.unit.app.jobs.support import job_status, make_job
+from tests.unit.app.jobs.support import job_status, make_job, skew_clock
 
 F = FileStatus
+SKEW = timedelta(minutes=5)
+LEASE = timedelta(seconds=60)
 
 
 def test_a_second_claimer_gets_nothing(session_factory: sessionmaker[Session]) -> None:
@@ -180,3 +183,40 @@ def test_a_handed_back_file_is_let_go_and_sent_again(
         assert (row.status, row.worker, row.published_at) == (F.QUEUED, None, None)
         assert row.finished_at is None
         assert a in jobs.unpublished_files(s)
+
+
+def test_heartbeats_carry_the_database_clock_not_the_workers(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, (a, _) = make_job(session_factory)
+    skew_clock(monkeypatch, -SKEW)  # the worker's machine is five minutes behind
+    with session_factory.begin() as s:
+        assert jobs.claim_file(s, a, worker="slow") is not None
+    with session_factory.begin() as s:
+        assert jobs.record_progress(s, a, worker="slow", bytes_done=10)
+    with session_factory() as s:
+        beat, now = jobs.get_file(s, a).heartbeat_at, db_now(s)
+    # Stamped by the store: it does not look minutes old to a sweeper on the right time.
+    assert beat is not None and abs((now - beat).total_seconds()) < 30
+
+
+def test_a_worker_with_a_fast_clock_does_not_take_over_a_live_file(
+    session_factory: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, (a, _) = make_job(session_factory)
+    with session_factory.begin() as s:
+        assert jobs.claim_file(s, a, worker="live") is not None
+    skew_clock(monkeypatch, SKEW)  # the would-be taker's machine is five minutes ahead
+    with session_factory.begin() as s:
+        # As the pipeline asks: "stale" measured on the worker's own clock.
+        stale_before = models.utcnow() - LEASE
+        assert jobs.claim_file(s, a, worker="fast", stale_before=stale_before) is None
+        assert jobs.claim_file(s, a, worker="fast", lease_seconds=LEASE.seconds) is None
+    with session_factory() as s:
+        assert jobs.get_file(s, a).worker == "live"
+    # Once the holder has really been silent for a lease (by the store's clock), it is taken.
+    with session_factory.begin() as s:
+        assert jobs.record_progress(s, a, worker="live", bytes_done=1, now=db_now(s) - 2 * LEASE)
+    with session_factory.begin() as s:
+        taken = jobs.claim_file(s, a, worker="fast", stale_before=models.utcnow() - LEASE)
+        assert taken is not None and taken.worker == "fast"
