@@ -48,6 +48,10 @@ class Settings:
     download_lease_seconds: int = 60
     # Claims of one file (worker deaths, transient failures) before it is failed for good.
     download_max_attempts: int = 5
+    # A connection that brings fewer bytes than this in this many seconds is stalled: it is
+    # reconnected, and counted against the retries when reconnecting does not help.
+    download_trickle_bytes: int = 32 * 1024
+    download_trickle_seconds: int = 30
     # How often a worker looks for lost files (expired leases, messages that never left).
     sweep_interval_seconds: int = 10
     worker_concurrency: int = 2
@@ -205,6 +209,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     for name, low, high in (
         ("DOWNLOAD_LEASE_SECONDS", 2, 3600),
         ("DOWNLOAD_MAX_ATTEMPTS", 1, 100),
+        ("DOWNLOAD_TRICKLE_BYTES", 0, 1 << 30),
+        ("DOWNLOAD_TRICKLE_SECONDS", 1, 3600),
         ("SWEEP_INTERVAL_SECONDS", 1, 3600),
         ("WORKER_CONCURRENCY", 1, 64),
     ):

@@ -1,8 +1,10 @@
 """The partial file's sidecar (`*.part.json`): which byte ranges are done, so a download resumes.
 
 This is the only code that reads or writes sidecars. The JSON is
-`{"version": 1, "repo", "file", "commit", "etag", "size", "done": [[start, end], ...]}`;
-it holds only what identifies the file: never the download URL (it is signed) and never a token.
+`{"version": 1, "repo", "file", "commit", "etag", "size", "done": [[start, end], ...]}`, plus
+`"validator"` (the download server's own strong ETag, sent as If-Range after a resume) when
+that server sent one. It holds only what identifies the file: never the download URL (it is
+signed) and never a token.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 from app.errors import disk_full_as
 
 SIDECAR_VERSION = 1
+# Added to a sidecar's name while it is written (then renamed over the sidecar).
+TMP_SUFFIX = ".tmp"
 
 Span = tuple[int, int]
 
@@ -32,10 +36,11 @@ class Sidecar:
     size: int
     done: tuple[Span, ...] = ()
     version: int = SIDECAR_VERSION
+    validator: str | None = None
 
-    def with_done(self, done: Iterable[Span]) -> Sidecar:
-        """The same record with other done ranges."""
-        return replace(self, done=tuple(done))
+    def with_done(self, done: Iterable[Span], validator: str | None = None) -> Sidecar:
+        """The same record with other done ranges (and the validator, once one is known)."""
+        return replace(self, done=tuple(done), validator=validator or self.validator)
 
     def to_json(self) -> str:
         """The file's text, in the key order earlier versions wrote."""
@@ -48,11 +53,13 @@ class Sidecar:
             "size": self.size,
             "done": [[start, end] for start, end in self.done],
         }
+        if self.validator:
+            data["validator"] = self.validator
         return json.dumps(data)
 
     def save(self, path: Path) -> None:
         """Write atomically: a crash leaves the old sidecar or the new one, never half of one."""
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(path.name + TMP_SUFFIX)
         with disk_full_as(
             "the disk is full; free space and resume", repo=self.repo, file=self.file
         ):
@@ -63,6 +70,12 @@ class Sidecar:
 def load(path: Path, *, etag: str, size: int, partial: Path) -> list[Span] | None:
     """The done ranges, if the sidecar describes this very file (same etag and size, and a
     partial file of that size); None if it is missing, unreadable or for other bytes."""
+    record = load_record(path, etag=etag, size=size, partial=partial)
+    return None if record is None else list(record.done)
+
+
+def load_record(path: Path, *, etag: str, size: int, partial: Path) -> Sidecar | None:
+    """The whole record, on the same terms as `load`."""
     try:
         data = _read(path)
         if (
@@ -72,7 +85,16 @@ def load(path: Path, *, etag: str, size: int, partial: Path) -> list[Span] | Non
             or partial.stat().st_size != size
         ):
             return None
-        return _spans(data)
+        validator = data.get("validator")
+        return Sidecar(
+            repo=str(data["repo"]),
+            file=str(data["file"]),
+            commit=str(data["commit"]),
+            etag=etag,
+            size=size,
+            done=tuple(_spans(data)),
+            validator=validator if isinstance(validator, str) and validator else None,
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

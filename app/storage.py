@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import re
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 from app import sidecar
 
 # Partial files live in a hidden folder on the same filesystem as their destination, so the
 # final rename is atomic, and out of the way of tools that scan the models directory.
 WORK_DIRNAME = ".modelpull"
+DEFAULT_REVISION = "main"
 PARTIAL_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 
@@ -21,9 +23,10 @@ _FORBIDDEN_CHARS = frozenset('\\\x00:*?"<>|')
 _BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 )
-# Filesystems take 255 bytes per name, and a file's sidecar adds ".part.json" to its last
-# segment: a longer name would be accepted and then fail on the worker's first write.
-MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX)
+# Filesystems take 255 bytes per name, and the longest work file made from a destination is
+# the sidecar's temporary name (".part.json.tmp" added to the last segment): a longer name
+# would be accepted and then fail on the worker's first write.
+MAX_SEGMENT_BYTES = 255 - len(SIDECAR_SUFFIX + sidecar.TMP_SUFFIX)
 
 
 def _forbidden(ch: str) -> bool:
@@ -69,6 +72,15 @@ def check_relative_path(value: object) -> str:
     if segments[0] == WORK_DIRNAME:
         raise ValueError(f"{value!r} is inside the service's own work folder")
     return str(path)
+
+
+def repo_dest(repo: str, file_name: str, revision: str = DEFAULT_REVISION) -> str:
+    """Where an ad-hoc file goes: under its repo's folder, and for any revision but the
+    default one under a folder that names the revision (`org/name@v1.0/model.gguf`), so two
+    revisions of a file never share a destination."""
+    if revision == DEFAULT_REVISION:
+        return f"{repo}/{file_name}"
+    return f"{repo}@{quote(revision, safe='')}/{file_name}"
 
 
 def dest_path(models_dir: Path, dest: str) -> Path:

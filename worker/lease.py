@@ -3,8 +3,9 @@
 The lease is a key with a random token and an expiry that the holder renews while the
 transfer lives. Before the final rename the holder checks (fences) that the key still holds
 its token: a holder that was paused past its expiry and woke up finds another token and must
-not commit. Leases are advisory (a Redis failover can break them); what keeps files correct
-is verification and the atomic rename of verified bytes.
+not commit; when Redis cannot be asked, the fence fails closed and nothing is placed. Leases
+are advisory (a Redis failover can break them); what keeps files correct is verification,
+the atomic rename of verified bytes, and a writer renaming only the partial it wrote.
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ class DestLease:
         try:
             owned = self.renew()
         except Exception:
-            # Redis is unreachable: we cannot tell. The bytes are verified and the rename is
-            # atomic, so committing is safe; a lease is an optimisation, not the guarantee.
-            return
+            # Redis is unreachable: we cannot tell whether another worker took the file over,
+            # so we do not place it. The verified partial is kept and the file handed back.
+            raise LeaseLostError(
+                "cannot confirm this file's destination lease (Redis unreachable); the "
+                "verified partial is kept and the file handed back",
+                file=self.dest,
+            ) from None
         if not owned:
             raise LeaseLostError("another worker took over this file's destination", file=self.dest)
 

@@ -9,22 +9,22 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from datetime import timedelta
+from dataclasses import replace
 
 from app import events, jobs, storage
-from app.digest import sha256_file
+from app.digest import git_blob_id_file, sha256_file
 from app.errors import (
     CancelledError,
+    DiskFullError,
     DownloadError,
     PausedError,
     PermanentDownloadError,
     TransientDownloadError,
 )
-from app.models import DownloadFile, FileStatus, utcnow
+from app.models import DownloadFile, FileStatus
 from worker.downloadlog import fields
 from worker.engine.backoff import backoff_delay
-from worker.engine.base import DownloadRequest, DownloadResult
-from worker.engine.hub import HubClient
+from worker.engine.base import DownloadRequest, DownloadResult, Identity
 from worker.lease import DestLease, LeaseLostError, remove_partial_under_lease
 from worker.progress import FileReporter
 from worker.runtime import Runtime
@@ -37,13 +37,16 @@ REQUEUE_BACKOFF_MAX_S = 300.0
 
 def process_file(rt: Runtime, file_id: str, task_id: str | None = None) -> str:
     """Download one file of a job; returns what happened (for logs and tests)."""
-    stale_before = utcnow() - timedelta(seconds=rt.settings.download_lease_seconds)
     # One holder name per claim, not per process: two tasks in one worker's thread pool
     # (a pause and a quick resume) must not mistake each other's claim for their own.
     holder = f"{rt.name}:{uuid.uuid4().hex[:8]}"
     with rt.sessions.begin() as session:
         row = jobs.claim_file(
-            session, file_id, worker=holder, task_id=task_id, stale_before=stale_before
+            session,
+            file_id,
+            worker=holder,
+            task_id=task_id,
+            lease_seconds=rt.settings.download_lease_seconds,
         )
     if row is None:
         return _not_claimed(rt, file_id)
@@ -76,59 +79,89 @@ def _run(rt: Runtime, file: DownloadFile, reporter: FileReporter, lease: DestLea
     except LeaseLostError as exc:
         rt.log.warning("lease lost %s", reporter.ctx(error=str(exc)))
         return _requeue(rt, reporter, file, countdown=1.0)
+    except DiskFullError as exc:
+        # Space can be freed: a shortage waits and tries again, it does not end the file.
+        return _retry_later(rt, reporter, file, exc)
     except PermanentDownloadError as exc:
         return _fail(rt, reporter, exc)
     except TransientDownloadError as exc:
-        if _used_up(rt, file, reporter):
-            return _fail(rt, reporter, exc)
-        rt.log.warning("transient %s", reporter.ctx(error=str(exc), attempt=file.attempts))
-        delay = backoff_delay(file.attempts, base=REQUEUE_BACKOFF_S, cap=REQUEUE_BACKOFF_MAX_S)
-        return _requeue(rt, reporter, file, countdown=delay)
+        return _retry_later(rt, reporter, file, exc)
     except Exception as exc:
         return _unexpected(rt, reporter, file, exc)
+    return _complete(rt, reporter, result)
+
+
+def _complete(rt: Runtime, reporter: FileReporter, result: DownloadResult) -> str:
+    """A verified file is at its destination: the row says completed, whatever a pause, a
+    cancel or a hand-back did to it meanwhile (the row and the disk agree)."""
     reporter.bytes_done = reporter.total = result.size
-    return _finish(
-        rt,
-        reporter,
-        FileStatus.COMPLETED,
-        bytes_done=result.size,
-        size=result.size,
-        sha256=result.sha256,
-    )
+    with rt.sessions.begin() as session:
+        settled = jobs.complete_placed(
+            session, reporter.file.id, size=result.size, sha256=result.sha256
+        )
+        job = jobs.get_job(session, reporter.job.id)
+        job_evt = events.job_event(job)
+    if settled is None:
+        return "not ours"  # completed already (by another worker that found it present)
+    before, job_status = settled
+    if before not in (FileStatus.DOWNLOADING, FileStatus.VERIFYING):
+        rt.log.info(
+            "completed despite %s %s",
+            before.value,
+            reporter.ctx(reason="the file was placed before the request took effect"),
+        )
+    reporter.publish(reporter.event(FileStatus.COMPLETED))
+    if job_status.is_terminal:
+        reporter.publish(job_evt)
+        rt.log.info("job %s %s", job_status.value, reporter.ctx())
+    return FileStatus.COMPLETED.value
+
+
+def _retry_later(
+    rt: Runtime, reporter: FileReporter, file: DownloadFile, exc: DownloadError
+) -> str:
+    if _used_up(rt, file, reporter, exc):
+        return _fail(rt, reporter, exc)
+    rt.log.warning("transient %s", reporter.ctx(error=str(exc), attempt=file.attempts))
+    delay = backoff_delay(file.attempts, base=REQUEUE_BACKOFF_S, cap=REQUEUE_BACKOFF_MAX_S)
+    return _requeue(rt, reporter, file, countdown=delay, reason=str(exc))
 
 
 def _transfer(
     rt: Runtime, file: DownloadFile, reporter: FileReporter, lease: DestLease
 ) -> DownloadResult:
-    """Take the destination's lease, then find the file present or run the engine."""
+    """Take the destination's lease, pin the job's commit, then find the file present or run
+    the engine at that commit."""
     if not _acquire(rt, lease, reporter):
         raise PausedError("stopped while waiting", repo=file.repo, file=file.file_name)
     reporter.lease = lease
-    if _already_present(rt, file):
-        path = storage.dest_path(rt.settings.models_dir, file.dest)
-        size = path.stat().st_size
-        rt.log.info("present %s", reporter.ctx(bytes=size, transferred=0))
-        return DownloadResult(
-            path=path,
-            size=size,
-            sha256=None,
-            etag="",
-            commit="",
-            bytes_transferred=0,
-            resumed_from=size,
-        )
     request = DownloadRequest(
         repo=file.repo,
         file_name=file.file_name,
         dest=file.dest,
         models_dir=rt.settings.models_dir,
         endpoint=rt.settings.hf_endpoint,
-        revision=file.revision,
+        revision=file.commit or file.revision,
         token=rt.settings.hf_token,
         sha256=file.sha256,
     )
+    identity = _pin(rt, file, reporter, request)
+    if identity is not None:
+        request = replace(request, revision=identity.commit, sha256=file.sha256 or identity.sha256)
+    if identity is not None and _present(rt, file, reporter, identity):
+        path = storage.dest_path(rt.settings.models_dir, file.dest)
+        rt.log.info("present %s", reporter.ctx(bytes=identity.size, transferred=0))
+        return DownloadResult(
+            path=path,
+            size=identity.size,
+            sha256=request.sha256,
+            etag=identity.etag,
+            commit=identity.commit,
+            bytes_transferred=0,
+            resumed_from=identity.size,
+        )
     partial = storage.partial_bytes(rt.settings.models_dir, file.dest) or 0
-    rt.log.info("start %s", reporter.ctx(partial=partial))
+    rt.log.info("start %s", reporter.ctx(partial=partial, commit=request.revision))
     result = rt.engine.download(
         request, progress=reporter.on_progress, control=reporter.control, before_commit=lease.fence
     )
@@ -144,6 +177,46 @@ def _transfer(
     return result
 
 
+def _pin(
+    rt: Runtime, file: DownloadFile, reporter: FileReporter, request: DownloadRequest
+) -> Identity | None:
+    """Ask the Hub what the file is at the job's commit, pinning that commit on the job the
+    first time; a recorded answer that no longer holds starts the file over. None: the
+    engine will meet and report what stopped the Hub from answering."""
+    identity = rt.engine.identify(request, control=reporter.control)
+    if identity is None:
+        return None
+    if file.commit is None:
+        with rt.sessions.begin() as session:
+            pinned = jobs.pin_commit(session, file.id, identity.commit)
+        if pinned != identity.commit:  # another file of the job pinned one first
+            identity = rt.engine.identify(
+                replace(request, revision=pinned), control=reporter.control
+            )
+            if identity is None:
+                return None
+        rt.log.info("pinned %s", reporter.ctx(revision=file.revision, commit=pinned))
+    elif file.etag is not None and (file.etag, file.size) != (identity.etag, identity.size):
+        rt.log.warning(
+            "starting over %s",
+            reporter.ctx(
+                reason="the Hub's answer no longer matches what was recorded",
+                commit=file.commit,
+                etag=identity.etag,
+                recorded_etag=file.etag,
+                size=identity.size,
+                recorded_size=file.size,
+            ),
+        )
+        storage.remove_partial(rt.settings.models_dir, file.dest)  # under our lease
+    with rt.sessions.begin() as session:
+        jobs.record_answer(
+            session, file.id, etag=identity.etag, size=identity.size, sha256=identity.sha256
+        )
+    reporter.total = identity.size
+    return identity
+
+
 def _unexpected(rt: Runtime, reporter: FileReporter, file: DownloadFile, exc: Exception) -> str:
     """A bug or an unexpected OS error: keep the whole traceback for the user."""
     trace = traceback.format_exc()
@@ -157,12 +230,15 @@ def _unexpected(rt: Runtime, reporter: FileReporter, file: DownloadFile, exc: Ex
     return _requeue(rt, reporter, file, countdown=10.0)
 
 
-def _used_up(rt: Runtime, file: DownloadFile, reporter: FileReporter) -> bool:
+def _used_up(
+    rt: Runtime, file: DownloadFile, reporter: FileReporter, exc: DownloadError | None = None
+) -> bool:
     """This failed attempt ends the file: it has had its attempts and this one got no
-    further than the last (an attempt that moved the file on earns another)."""
+    further than the last (an attempt that moved the file on earns another, unless it only
+    trickled)."""
     if file.attempts < rt.settings.download_max_attempts:
         return False
-    return reporter.bytes_done <= file.claimed_bytes
+    return bool(getattr(exc, "trickle", False)) or reporter.bytes_done <= file.claimed_bytes
 
 
 def _acquire(rt: Runtime, lease: DestLease, reporter: FileReporter) -> bool:
@@ -185,23 +261,24 @@ def _acquire(rt: Runtime, lease: DestLease, reporter: FileReporter) -> bool:
         time.sleep(LEASE_POLL_S)
 
 
-def _already_present(rt: Runtime, file: DownloadFile) -> bool:
-    """The destination already holds this file (another job or worker brought it)."""
+def _present(rt: Runtime, file: DownloadFile, reporter: FileReporter, identity: Identity) -> bool:
+    """The destination already holds this very file (another job or worker brought it): its
+    content matches the sha256 (LFS) or the git blob id (regular files), never by size alone.
+    Other bytes there are replaced by the download, swapped in atomically."""
     path = storage.dest_path(rt.settings.models_dir, file.dest)
     if not path.is_file():
         return False
-    size, sha256 = file.size, file.sha256
-    if size is None or sha256 is None:
-        try:
-            resolved = HubClient(rt.settings.hf_endpoint, rt.settings.hf_token).resolve(
-                file.repo, file.file_name, file.revision
-            )
-        except DownloadError:
-            return False  # let the engine meet (and report) the error
-        size, sha256 = resolved.size, sha256 or resolved.sha256
-    if path.stat().st_size != size:
-        return False
-    return sha256 is None or sha256_file(path) == sha256
+    if path.stat().st_size == identity.size:
+        expected = file.sha256 or identity.sha256
+        if expected is not None:
+            if sha256_file(path) == expected:
+                return True
+        elif identity.git_sha1 is not None and git_blob_id_file(path) == identity.git_sha1:
+            return True
+    rt.log.warning(
+        "replacing %s", reporter.ctx(dest=file.dest, reason="the destination holds other bytes")
+    )
+    return False
 
 
 def _finish(
@@ -246,11 +323,18 @@ def _fail(rt: Runtime, reporter: FileReporter, exc: DownloadError) -> str:
     return _finish(rt, reporter, FileStatus.FAILED, error=str(exc), stderr=stderr)
 
 
-def _requeue(rt: Runtime, reporter: FileReporter, file: DownloadFile, *, countdown: float) -> str:
+def _requeue(
+    rt: Runtime,
+    reporter: FileReporter,
+    file: DownloadFile,
+    *,
+    countdown: float,
+    reason: str | None = None,
+) -> str:
     if _finish(rt, reporter, FileStatus.QUEUED, quiet=True) == "not ours":
         return "not ours"
     rt.dispatcher.enqueue(rt.sessions, [file.id], countdown=countdown)
-    reporter.publish(reporter.event(FileStatus.QUEUED))
+    reporter.publish(reporter.event(FileStatus.QUEUED, error=reason))
     rt.log.info("requeued %s", reporter.ctx(countdown=countdown))
     return "requeued"
 

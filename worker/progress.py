@@ -42,6 +42,7 @@ class FileReporter:
         )
         self.seq = 0
         self.lost = False  # the row is no longer ours: paused, cancelled or taken over
+        self.verifying = False  # the row says verifying: the final checksum runs
         self._last_publish = 0.0
         self._redis_down_until = 0.0
         self._milestone = 0
@@ -125,18 +126,26 @@ class FileReporter:
                 "progress %s", self.ctx(percent=MILESTONES[self._milestone], bytes=p.bytes_done)
             )
             self._milestone += 1
+        if p.status == "verifying" and not self.verifying:
+            self._start_verifying()
+            return
         now = time.monotonic()
-        if (
-            p.status in ("downloading", "verifying")
-            and now - self._last_publish >= PUBLISH_INTERVAL_S
-        ):
+        if p.status == "downloading" and now - self._last_publish >= PUBLISH_INTERVAL_S:
             self._last_publish = now
-            self.publish(
-                self.event(
-                    FileStatus.DOWNLOADING if p.status == "downloading" else FileStatus.VERIFYING
-                ),
-                progress=True,
-            )
+            self.publish(self.event(FileStatus.DOWNLOADING), progress=True)
+
+    def _start_verifying(self) -> None:
+        """The transfer is done and the final checksum runs: the row, the API, the WebSocket
+        and the dashboard say `verifying` until the file is placed."""
+        self.verifying = True
+        try:
+            with self.rt.sessions.begin() as session:
+                if not jobs.start_verifying(session, self.file.id, worker=self.holder):
+                    self.lost = True  # paused, cancelled or taken over meanwhile
+                    return
+        except Exception as exc:  # the DB briefly away: the state is cosmetic, go on
+            self.rt.log.warning("verifying not recorded %s", self.ctx(error=type(exc).__name__))
+        self.publish(self.event(FileStatus.VERIFYING))
 
     # --- heartbeat -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, make_session_factory
 from app.dispatch import Dispatcher, redis_client
+from app.scrub import register_secrets
 from app.settings import Downloader, Settings
 from worker.downloadlog import setup_download_log
 from worker.engine.base import Engine
@@ -43,12 +44,18 @@ def make_engine_for(settings: Settings) -> Engine:
     """The engine DOWNLOADER selects."""
     if settings.downloader is Downloader.HF_HUB:
         return HfHubEngine()
-    return NativeEngine(settings.download_connections)
+    return NativeEngine(
+        settings.download_connections,
+        trickle_bytes=settings.download_trickle_bytes,
+        trickle_window=settings.download_trickle_seconds,
+    )
 
 
 def build_runtime(settings: Settings, celery: Celery | None = None) -> Runtime:
     """Build the runtime of this worker process (`celery`: the worker's app, which then also
     sends its requeued messages; without one a producer is made on first use)."""
+    # Before anything can fail: every error, event and log line from here on is scrubbed.
+    register_secrets(settings.hf_token, settings.api_token)
     redis = redis_client(settings.redis_url)
     return Runtime(
         settings=settings,

@@ -6,6 +6,7 @@ request, a worker once per unit of work. Changes to a file's status are conditio
 
 The parts, each a module: `states` (the transition table and a job's status), `create`
 (checking what is asked for and writing the job), `claims` (a worker's hold on a file),
+`pins` (one commit per job, the Hub's answer on the row, a placed file completed),
 `actions` (a user's pause, resume, cancel, retry, delete), `recovery` (the sweeper's
 questions) and `listing` (reading jobs). Callers use the names below: `jobs.claim_file(...)`.
 """
@@ -35,6 +36,7 @@ from app.jobs.listing import (
     get_job,
     list_jobs,
 )
+from app.jobs.pins import complete_placed, pin_commit, record_answer
 from app.jobs.recovery import (
     StaleResult,
     dest_wanted_elsewhere,
@@ -55,6 +57,7 @@ __all__ = [
     "active_jobs",
     "cancel_job",
     "claim_file",
+    "complete_placed",
     "create_job",
     "create_model_job",
     "decode_cursor",
@@ -68,8 +71,10 @@ __all__ = [
     "list_jobs",
     "mark_published",
     "pause_job",
+    "pin_commit",
     "queued_published_before",
     "quiet_holders",
+    "record_answer",
     "record_metadata",
     "record_progress",
     "record_stopped_bytes",

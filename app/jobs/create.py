@@ -46,13 +46,13 @@ def _validate_specs(files: Sequence[FileSpec]) -> list[FileSpec]:
             name = storage.check_relative_path(spec.file_name)
         except ValueError as exc:
             raise ValidationError(f"files[{i}]", str(exc)) from None
+        revision = spec.revision or "main"
+        if not REVISION_RE.fullmatch(revision) or ".." in revision or revision.endswith("/"):
+            raise ValidationError("revision", f"{revision!r} is not a branch, tag or commit")
         try:
             dest = storage.check_relative_path(spec.dest or name)
         except ValueError as exc:
             raise ValidationError(f"files[{i}].dest", str(exc)) from None
-        revision = spec.revision or "main"
-        if not REVISION_RE.fullmatch(revision) or ".." in revision or revision.endswith("/"):
-            raise ValidationError("revision", f"{revision!r} is not a branch, tag or commit")
         if dest in seen:
             raise ValidationError(f"files[{i}]", f"destination {dest!r} is named twice")
         seen.add(dest)

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from app import jobs, services
+from app import jobs, services, storage
 from app.catalog import CatalogModel, model_status
 from app.errors import NothingToDownloadError
 from app.events import job_to_dict
@@ -106,9 +106,13 @@ def download_files() -> ResponseReturnValue:
             raise ApiError(400, "invalid_request", f"files[{i}]: at most {MAX_NAME} characters")
     if not isinstance(revision, str) or not revision:
         raise ApiError(400, "invalid_request", "revision: must be a non-empty string")
-    # Ad-hoc files land under their repo's folder: two repos' "model.safetensors" (or a
-    # catalog model's file) can never overwrite each other.
-    specs = [jobs.FileSpec(repo, name, revision, dest=f"{repo}/{name}") for name in files]
+    # Ad-hoc files land under their repo's folder (and another revision than main under one
+    # that names it): two repos' "model.safetensors", a catalog model's file, or two
+    # revisions of one file can never overwrite each other.
+    specs = [
+        jobs.FileSpec(repo, name, revision, dest=storage.repo_dest(repo, name, revision))
+        for name in files
+    ]
     state = state_of(current_app)
     job = services.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
     return _accepted(job)

@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.models import JobStatus
+from app.storage import MAX_SEGMENT_BYTES
 
 bp = Blueprint("openapi", __name__)
 
@@ -47,11 +48,11 @@ _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"typ
 _REPO_PART = "[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 REPO_PATTERN = rf"^(?!.*--)(?!.*\.\.){_REPO_PART}/{_REPO_PART}$"
 REVISION_PATTERN = r"^(?!.*\.\.)(?!.*/$)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$"
-# A file name: "/"-separated parts, none empty, "." or "..", nor blank, nor over 245 bytes
+# A file name: "/"-separated parts, none empty, "." or "..", nor blank, nor over 241 bytes
 # (the pattern counts characters); no controls, bidi overrides or \\:*?"<>|; not in .modelpull.
 _NAME_CHAR = r'[^\x00-\x1f\x7f-\x9f\\/:*?"<>|\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]'
 _BLANK = r"[ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"  # what str.strip() drops
-_SEGMENT = rf"(?!\.{{1,2}}(?:/|$))(?!{_BLANK}+(?:/|$)){_NAME_CHAR}{{1,245}}"
+_SEGMENT = rf"(?!\.{{1,2}}(?:/|$))(?!{_BLANK}+(?:/|$)){_NAME_CHAR}{{1,{MAX_SEGMENT_BYTES}}}"
 FILE_PATTERN = rf"^(?!\.modelpull(?:/|$)){_SEGMENT}(?:/{_SEGMENT})*$"
 _JOB_LINKS = {
     op: {"operationId": op, "parameters": {"job_id": "$response.body#/jobId"}}

@@ -141,7 +141,8 @@ class Properties:
         if (dest := self.accepted_dest(ex)) is not None:
             ok = contained(self.target.models_dir, dest) and dest == f"org/name/{name}"
             self.target.expect(ex, "accepted_dest_contained", ok, dest)
-            fits = all(len(s.encode()) <= 245 for s in name.split("/"))
+            # 255 bytes a name, less the longest work file's suffix, ".part.json.tmp".
+            fits = all(len(s.encode()) <= 241 for s in name.split("/"))
             self.target.expect(ex, "accepted_name_fits", fits)
 
     def revision_property(self, rev: str) -> None:

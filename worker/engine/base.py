@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from app import storage
-from app.errors import UnsafePathError
+from app.errors import CancelledError, PausedError, UnsafePathError
 
 
 class Control(StrEnum):
@@ -22,6 +22,34 @@ class Control(StrEnum):
 
 
 ControlFn = Callable[[], Control | None]
+
+
+def obey(wanted: Control | None, *, repo: str | None = None, file: str | None = None) -> None:
+    """Raise what a control answer asks for: PausedError, CancelledError, or nothing."""
+    if wanted is Control.PAUSE:
+        raise PausedError("paused", repo=repo, file=file)
+    if wanted is Control.CANCEL:
+        raise CancelledError("cancelled", repo=repo, file=file)
+
+
+def wait_obeying(
+    seconds: float,
+    control: ControlFn | None,
+    *,
+    interval: float = 0.25,
+    repo: str | None = None,
+    file: str | None = None,
+) -> None:
+    """Sleep `seconds` (a backoff, a server's Retry-After), asking `control` every `interval`:
+    a pause, a cancel or a worker's shutdown ends the wait at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if control is not None:
+            obey(control(), repo=repo, file=file)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(left, max(0.01, interval)))
 
 
 @dataclass(frozen=True)
@@ -59,6 +87,18 @@ class DownloadRequest:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """What the Hub says a file is at a revision: the commit it resolved to, the etag, size
+    and content hash. Never the download URL (it is signed) nor the token."""
+
+    commit: str
+    etag: str
+    size: int
+    sha256: str | None  # LFS files
+    git_sha1: str | None  # regular files: the git blob id
+
+
+@dataclass(frozen=True)
 class DownloadResult:
     """A verified file at its destination."""
 
@@ -87,6 +127,14 @@ class Engine(Protocol):
     """Fetches one file, verified, into its destination."""
 
     name: str
+
+    def identify(
+        self, request: DownloadRequest, *, control: ControlFn | None = None
+    ) -> Identity | None:
+        """Ask the Hub what the file is at the request's revision (retrying what is worth
+        retrying, obeying control while it waits); raise a DownloadError if it cannot, or
+        return None to let `download` meet and report the failure in its own words."""
+        ...
 
     def download(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -24,6 +25,15 @@ def check_space(folder: Path, needed: int, request: DownloadRequest) -> None:
             repo=request.repo,
             file=request.file_name,
         )
+
+
+def allocated(path: Path, size: int) -> int:
+    """Bytes of disk `path` already holds (a preallocated partial holds them all), at most
+    `size`; 0 when it does not exist."""
+    try:
+        return min(size, os.stat(path).st_blocks * 512)
+    except OSError:
+        return 0
 
 
 def preallocate(fd: int, size: int, request: DownloadRequest) -> None:
@@ -51,3 +61,14 @@ def fsync_dir(path: Path) -> None:
 
 def _mib(n: int) -> int:
     return max(0, n) // MiB
+
+
+def write_all(fd: int, data: bytes | bytearray | memoryview, pos: int) -> None:
+    """pwrite all of `data` at `pos`: a short write continues where it stopped, and a write
+    that takes nothing is an error, never a silent gap."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, pos)
+        if written <= 0:
+            raise OSError(errno.EIO, "the partial file took no bytes")
+        view, pos = view[written:], pos + written

@@ -41,11 +41,14 @@ from worker.engine.base import (
     ControlFn,
     DownloadRequest,
     DownloadResult,
+    Identity,
     ProgressFn,
     ProgressMeter,
     safe_dest,
 )
+from worker.engine.hub import HubClient, resolve_patiently
 
+IDENTIFY_RETRIES = 6
 _ERRORS: list[tuple[str, type[DownloadError], str]] = [
     (
         "GatedRepoError",
@@ -56,6 +59,22 @@ _ERRORS: list[tuple[str, type[DownloadError], str]] = [
     ("RevisionNotFoundError", RevisionNotFoundError, "has no such revision"),
     ("EntryNotFoundError", EntryNotFoundError, "has no such file at that revision"),
 ]
+
+
+# The file in a staging folder that names its destination. No requested file can have this
+# name (check_relative_path refuses it as a first segment), so the download never
+# overwrites it.
+STAGING_MARKER = storage.WORK_DIRNAME
+
+
+def staging_root(models_dir: Path) -> Path:
+    """The folder holding every hf_hub staging folder."""
+    return storage.work_dir(models_dir).parent / "hf"
+
+
+def staging_dir(models_dir: Path, dest: str) -> Path:
+    """The folder where huggingface_hub downloads the file that becomes `dest`."""
+    return staging_root(models_dir) / hashlib.sha256(dest.encode()).hexdigest()[:16]
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -72,6 +91,29 @@ class HfHubEngine:
         self.control_interval = control_interval
         self.progress_interval = progress_interval
 
+    def identify(
+        self, request: DownloadRequest, *, control: ControlFn | None = None
+    ) -> Identity | None:
+        """What the Hub serves at the request's revision, asked the way the native engine asks
+        (the protocol huggingface_hub follows). A refusal (a gated or missing repo) returns
+        None: huggingface_hub then meets it and reports it with its own traceback."""
+        client = HubClient(request.endpoint, request.token)
+        try:
+            resolved = resolve_patiently(
+                client,
+                request.repo,
+                request.file_name,
+                request.revision,
+                control=control,
+                max_retries=IDENTIFY_RETRIES,
+                backoff_base=0.5,
+                backoff_max=30.0,
+                interval=self.control_interval,
+            )
+        except PermanentDownloadError:
+            return None
+        return resolved.identity()
+
     def download(
         self,
         request: DownloadRequest,
@@ -83,13 +125,12 @@ class HfHubEngine:
         """Download with huggingface_hub, verify, and place the file atomically."""
         ctx: dict[str, Any] = {"repo": request.repo, "file": request.file_name}
         dest = safe_dest(request)
-        staging = (
-            storage.work_dir(request.models_dir).parent
-            / "hf"
-            / (hashlib.sha256(request.dest.encode()).hexdigest()[:16])
-        )
+        staging = staging_dir(request.models_dir, request.dest)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        # First, so that a worker killed at any later moment leaves a folder the sweeper can
+        # tie to its destination (and to the destination's lease) and remove.
+        (staging / STAGING_MARKER).write_text(request.dest, encoding="utf-8")
         meter = ProgressMeter(progress, interval=self.progress_interval)
         try:
             events, stderr, code = self._run_child(request, staging, meter, control)

@@ -25,6 +25,8 @@ from app.errors import (
     TransientDownloadError,
     UnauthorizedError,
 )
+from worker.engine.backoff import backoff_delay
+from worker.engine.base import ControlFn, Identity, wait_obeying
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}", re.ASCII)
 SHA1_RE = re.compile(r"[0-9a-f]{40}", re.ASCII)
@@ -52,6 +54,10 @@ class ResolvedFile:
     def is_lfs(self) -> bool:
         """Large files are stored with git LFS and addressed by sha256."""
         return self.sha256 is not None
+
+    def identity(self) -> Identity:
+        """What identifies the bytes, without the (signed) URL."""
+        return Identity(self.commit, self.etag, self.size, self.sha256, self.git_sha1)
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
@@ -81,6 +87,35 @@ class TransientHttpError(TransientDownloadError):
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
+
+
+def resolve_patiently(
+    client: HubClient,
+    repo: str,
+    file_name: str,
+    revision: str,
+    *,
+    control: ControlFn | None,
+    max_retries: int,
+    backoff_base: float,
+    backoff_max: float,
+    interval: float = 0.25,
+) -> ResolvedFile:
+    """Resolve, retrying transient failures with backoff (and the server's Retry-After); every
+    wait obeys `control`."""
+    failures = 0
+    while True:
+        try:
+            return client.resolve(repo, file_name, revision)
+        except TransientDownloadError as exc:
+            failures += 1
+            if failures > max_retries:
+                exc.attempt = failures
+                raise
+            delay = backoff_delay(
+                failures, base=backoff_base, cap=backoff_max, retry_after=retry_after_of(exc)
+            )
+            wait_obeying(delay, control, interval=interval, repo=repo, file=file_name)
 
 
 def retry_after_of(exc: BaseException) -> float | None:

@@ -11,7 +11,6 @@ catches that.)
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -26,29 +25,31 @@ from app.errors import (
 )
 from app.sidecar import Sidecar
 from worker.engine import disk
-from worker.engine.backoff import backoff_delay
 from worker.engine.base import (
     ControlFn,
     DownloadRequest,
     DownloadResult,
+    Identity,
     ProgressFn,
     ProgressMeter,
+    obey,
     safe_dest,
 )
 from worker.engine.hashing import PrefixHasher
-from worker.engine.hub import HubClient, ResolvedFile, retry_after_of
+from worker.engine.hub import HubClient, ResolvedFile, resolve_patiently
 from worker.engine.ranges import RangeSet
-from worker.engine.transfer import (
+from worker.engine.terms import (
     Checkpoint,
     FileChanged,
     StartOver,
-    Transfer,
     Tuning,
     UrlExpired,
 )
+from worker.engine.transfer import Transfer
 
 MiB = 1 << 20
 MAX_RESTARTS = 3  # new resolves after the file changed or its signed URL expired
+HASH_BITE = 64 * MiB  # the final hashing asks for control between bites of this size
 
 
 class NativeEngine:
@@ -68,9 +69,11 @@ class NativeEngine:
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
-        sidecar_interval: float = 1.0,
+        sidecar_interval: float = 0.25,
         progress_interval: float = 0.25,
         control_interval: float = 0.25,
+        trickle_bytes: int = 32 * 1024,
+        trickle_window: float = 30.0,
     ) -> None:
         self.tuning = Tuning(
             connections=max(1, connections),
@@ -83,6 +86,8 @@ class NativeEngine:
             backoff_max=backoff_max,
             sidecar_interval=sidecar_interval,
             control_interval=control_interval,
+            trickle_bytes=trickle_bytes,
+            trickle_window=trickle_window,
         )
         self.progress_interval = progress_interval
 
@@ -101,16 +106,20 @@ class NativeEngine:
         checksum_failures = 0
         restarts = 0
         while True:
-            resolved = self._resolve(client, request)
+            resolved = self._resolve(client, request, control)
             try:
                 return self._attempt(request, resolved, client, dest, meter, control, before_commit)
-            except StartOver:
+            except StartOver as exc:
                 restarts += 1
                 if restarts > MAX_RESTARTS:
+                    why = (
+                        "the download server kept refusing its signed URL, even after "
+                        "resolving the file again"
+                        if isinstance(exc, UrlExpired)
+                        else "the file kept changing on the Hub while downloading"
+                    )
                     raise TransientDownloadError(
-                        "the file kept changing on the Hub while downloading",
-                        repo=request.repo,
-                        file=request.file_name,
+                        why, repo=request.repo, file=request.file_name
                     ) from None
             except ChecksumMismatchError:
                 # The bad data is already discarded; one clean retry rules out a bad
@@ -119,9 +128,16 @@ class NativeEngine:
                 if checksum_failures >= 2:
                     raise
 
-    def _resolve(self, client: HubClient, request: DownloadRequest) -> ResolvedFile:
+    def identify(self, request: DownloadRequest, *, control: ControlFn | None = None) -> Identity:
+        """What the Hub serves at the request's revision (the commit it resolves to)."""
+        client = HubClient(request.endpoint, request.token)
+        return self._resolve(client, request, control).identity()
+
+    def _resolve(
+        self, client: HubClient, request: DownloadRequest, control: ControlFn | None
+    ) -> ResolvedFile:
         """What the Hub serves now, with its sha256 if it has one, checked against the pin."""
-        resolved = self._resolve_with_retries(client, request)
+        resolved = self._resolve_with_retries(client, request, control)
         if resolved.sha256 is None and resolved.git_sha1 is None:
             sha = client.lfs_sha256(request.repo, request.file_name, resolved.commit)
             if sha:
@@ -135,22 +151,21 @@ class NativeEngine:
             )
         return resolved
 
-    def _resolve_with_retries(self, client: HubClient, request: DownloadRequest) -> ResolvedFile:
+    def _resolve_with_retries(
+        self, client: HubClient, request: DownloadRequest, control: ControlFn | None
+    ) -> ResolvedFile:
         t = self.tuning
-        failures = 0
-        while True:
-            try:
-                return client.resolve(request.repo, request.file_name, request.revision)
-            except TransientDownloadError as exc:
-                failures += 1
-                if failures > t.max_retries:
-                    exc.attempt = failures
-                    raise
-                retry_after = retry_after_of(exc)
-                delay = backoff_delay(
-                    failures, base=t.backoff_base, cap=t.backoff_max, retry_after=retry_after
-                )
-                time.sleep(delay)
+        return resolve_patiently(
+            client,
+            request.repo,
+            request.file_name,
+            request.revision,
+            control=control,
+            max_retries=t.max_retries,
+            backoff_base=t.backoff_base,
+            backoff_max=t.backoff_max,
+            interval=t.control_interval,
+        )
 
     def _attempt(
         self,
@@ -166,14 +181,16 @@ class NativeEngine:
         size = resolved.size
         part = storage.partial_path(request.models_dir, request.dest)
         side = storage.sidecar_path(request.models_dir, request.dest)
-        done = _resume(part, side, resolved)
+        kept = _resume(part, side, resolved)
+        done = RangeSet(kept.done if kept else ())
         resumed_from = done.total
-        disk.check_space(part.parent, size - resumed_from, request)
+        # Blocks the partial already holds (it was preallocated) need no new space.
+        disk.check_space(part.parent, size - disk.allocated(part, size), request)
         checkpoint = _checkpointer(side, resolved)
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             disk.preallocate(fd, size, request)
-            checkpoint(done)
+            checkpoint(done, kept.validator if kept else None)
             hasher = PrefixHasher(
                 fd, size, with_sha1=bool(resolved.git_sha1 and not request.sha256)
             )
@@ -187,15 +204,19 @@ class NativeEngine:
                 control=control,
                 checkpoint=checkpoint,
                 tuning=self.tuning,
+                validator=kept.validator if kept else None,
             )
             self._fetch(transfer, request, checkpoint)
             meter.update(size, size, status="verifying", force=True)
-            hasher.advance(size, budget=size)
-            self._verify(hasher, resolved, request)
+            self._hash_rest(hasher, size, control, checkpoint, transfer)
+            self._verify(hasher, resolved, request, fd, part)
             os.fsync(fd)
+            # A hand-back at the rename (the lease could not be confirmed) keeps these
+            # verified bytes: the next attempt resumes with nothing left to fetch.
+            checkpoint(transfer.done, transfer.validator)
+            self._place(fd, part, side, dest, before_commit)
         finally:
             os.close(fd)
-        self._place(part, side, dest, before_commit)
         meter.update(size, size, status="completed", force=True)
         return DownloadResult(
             path=dest,
@@ -212,14 +233,37 @@ class NativeEngine:
         try:
             transfer.run()
         except (PausedError, DiskFullError, TransientDownloadError, UrlExpired):
-            checkpoint(transfer.done)
+            checkpoint(transfer.done, transfer.validator)
             raise
         except (CancelledError, FileChanged):
             storage.remove_partial(request.models_dir, request.dest)
             raise
 
+    def _hash_rest(
+        self,
+        hasher: PrefixHasher,
+        size: int,
+        control: ControlFn | None,
+        checkpoint: Checkpoint,
+        transfer: Transfer,
+    ) -> None:
+        """Hash what the follower had not reached, asking for control between bites."""
+        while hasher.pos < size:
+            hasher.advance(size, budget=HASH_BITE)
+            if control is not None and hasher.pos < size:
+                try:
+                    obey(control(), repo=transfer.resolved.repo, file=transfer.resolved.file_name)
+                except PausedError:
+                    checkpoint(transfer.done, transfer.validator)
+                    raise
+
     def _verify(
-        self, hasher: PrefixHasher, resolved: ResolvedFile, request: DownloadRequest
+        self,
+        hasher: PrefixHasher,
+        resolved: ResolvedFile,
+        request: DownloadRequest,
+        fd: int,
+        part: Path,
     ) -> None:
         """Compare the hashed bytes with what they should be; discard them if they differ."""
         expected = request.sha256 or resolved.sha256
@@ -231,7 +275,8 @@ class NativeEngine:
         else:
             return  # nothing to check against but the size, which the ranges guarantee
         if got != expected:
-            storage.remove_partial(request.models_dir, request.dest)
+            if _same_file(fd, part):
+                storage.remove_partial(request.models_dir, request.dest)
             raise ChecksumMismatchError(
                 f"the downloaded bytes have {kind} {got}, expected {expected}; "
                 "the bad data was discarded",
@@ -240,28 +285,48 @@ class NativeEngine:
             )
 
     def _place(
-        self, part: Path, side: Path, dest: Path, before_commit: Callable[[], None] | None
+        self,
+        fd: int,
+        part: Path,
+        side: Path,
+        dest: Path,
+        before_commit: Callable[[], None] | None,
     ) -> None:
         """Move the verified partial to its destination, durably."""
         if before_commit is not None:
             before_commit()  # the cache lease's fencing check: a stale holder must not commit
+        if not _same_file(fd, part):
+            # Another writer replaced the partial meanwhile: what is there is not ours to place.
+            raise TransientDownloadError(
+                "the partial file was replaced by another transfer; not placing it",
+                file=str(dest),
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part, dest)
         disk.fsync_dir(dest.parent)
         side.unlink(missing_ok=True)
 
 
-def _resume(part: Path, side: Path, resolved: ResolvedFile) -> RangeSet:
-    """The ranges a resume can keep: the sidecar's, if it is for these very bytes, else none."""
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether `path` is still the file open as `fd` (not replaced by another writer)."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _resume(part: Path, side: Path, resolved: ResolvedFile) -> Sidecar | None:
+    """What a resume can keep: the sidecar, if it is for these very bytes, else nothing."""
     part.parent.mkdir(parents=True, exist_ok=True)
-    kept = sidecar.load(side, etag=resolved.etag, size=resolved.size, partial=part)
+    kept = sidecar.load_record(side, etag=resolved.etag, size=resolved.size, partial=part)
     if kept is None:
         part.unlink(missing_ok=True)
-    return RangeSet(kept or ())
+    return kept
 
 
 def _checkpointer(side: Path, resolved: ResolvedFile) -> Checkpoint:
-    """Saves the sidecar of this file with the done ranges it is given."""
+    """Saves the sidecar of this file with the done ranges (and validator) it is given."""
     record = Sidecar(
         repo=resolved.repo,
         file=resolved.file_name,
@@ -270,7 +335,7 @@ def _checkpointer(side: Path, resolved: ResolvedFile) -> Checkpoint:
         size=resolved.size,
     )
 
-    def checkpoint(done: Iterable[tuple[int, int]]) -> None:
-        record.with_done(done).save(side)
+    def checkpoint(done: Iterable[tuple[int, int]], validator: str | None) -> None:
+        record.with_done(done, validator).save(side)
 
     return checkpoint

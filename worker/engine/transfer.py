@@ -4,42 +4,40 @@ Connection threads take pieces from a queue and write each chunk at its offset; 
 on the calling thread checks for pause and cancel, saves the sidecar and reports progress; a
 hashing thread follows the contiguous prefix. A range is marked done only after its bytes were
 written, and the sidecar is saved from the done ranges, so it never claims bytes the file lacks.
+
+Every wait can be cut short: a connection reads whatever has arrived (never blocking for a
+whole chunk), a stop shuts the sockets of live responses down, and a connection that trickles
+(less than `trickle_bytes` in `trickle_window` seconds) is treated as stalled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import requests
+import urllib3
 
-from app.errors import CancelledError, PausedError, TransientDownloadError, disk_full_as
+from app.errors import TransientDownloadError, disk_full_as
 from worker.engine.backoff import backoff_delay
-from worker.engine.base import Control, ControlFn, ProgressMeter
+from worker.engine.base import ControlFn, ProgressMeter, obey, wait_obeying
+from worker.engine.disk import write_all
 from worker.engine.hashing import PrefixHasher
 from worker.engine.hub import HubClient, ResolvedFile, hub_error, retry_after_of
 from worker.engine.ranges import RangeSet
+from worker.engine.terms import (
+    Checkpoint,
+    FileChanged,
+    Trickle,
+    Tuning,
+    UrlExpired,
+)
 
 MiB = 1 << 20
-
-Checkpoint = Callable[[Iterable[tuple[int, int]]], None]
-
-
-class StartOver(Exception):
-    """What was resolved no longer fits: resolve the file again and start a new attempt."""
-
-
-class FileChanged(StartOver):
-    """The Hub serves different bytes than the partial holds: discard it, start over."""
-
-
-class UrlExpired(StartOver):
-    """The CDN refused a signed URL that worked before: resolve again, keep the partial."""
 
 
 class _RangesUnsupported(Exception):
@@ -48,22 +46,6 @@ class _RangesUnsupported(Exception):
 
 class _RestartPlain(Exception):
     """A plain (unranged) GET broke off: it can only start again from byte 0."""
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """How a transfer splits the file, times out and retries, and how often it checks in."""
-
-    connections: int = 8
-    chunk_size: int = 1 * MiB
-    min_split: int = 8 * MiB
-    max_piece: int = 256 * MiB
-    timeout: tuple[float, float] = (10.0, 30.0)  # (connect, stall) seconds
-    max_retries: int = 6
-    backoff_base: float = 0.5
-    backoff_max: float = 30.0
-    sidecar_interval: float = 1.0
-    control_interval: float = 0.25
 
 
 class Transfer:
@@ -81,6 +63,7 @@ class Transfer:
         control: ControlFn | None,
         checkpoint: Checkpoint,
         tuning: Tuning,
+        validator: str | None = None,
     ) -> None:
         self.fd = fd
         self.size = resolved.size
@@ -98,9 +81,12 @@ class Transfer:
         self._stop = threading.Event()
         self._pieces: deque[tuple[int, int]] = deque()
         self._errors: list[BaseException] = []
-        # The download URL's own strong ETag, learnt from its first answer: a CDN's ETag need not
-        # be the Hub's content hash, so If-Range must use what that server itself sent.
-        self._validator: str | None = None
+        # The download URL's own strong ETag, learnt from its first answer (or from the sidecar
+        # on a resume): a CDN's ETag need not be the Hub's content hash, so If-Range must use
+        # what that server itself sent.
+        self.validator = validator
+        # Responses being read now: a stop shuts their sockets down to end a blocked read.
+        self._live: set[Any] = set()
         self._grew = threading.Event()
         # Connections still running, and a bell they ring when they end: the coordinator wakes
         # at once instead of at its next tick (a small file takes less than a tick).
@@ -128,9 +114,8 @@ class Transfer:
                         attempt=plain_failures,
                         **self._ctx,
                     ) from None
-                time.sleep(
-                    backoff_delay(plain_failures + 1, base=t.backoff_base, cap=t.backoff_max)
-                )
+                delay = backoff_delay(plain_failures + 1, base=t.backoff_base, cap=t.backoff_max)
+                wait_obeying(delay, self.control, interval=t.control_interval, **self._ctx)
             # Without ranges the file comes in one piece from byte 0: nothing kept is usable.
             self._stop.clear()
             self._errors.clear()
@@ -175,8 +160,12 @@ class Transfer:
             self._stop.set()
             finished.set()
             self._grew.set()  # the hasher is told at once, not at its next tick
+            self._shut_live()
+            # Each connection writes through its own descriptor, so one still blocked in the
+            # network after the grace (a server that never answers) can be left behind safely.
+            deadline = time.monotonic() + self.tuning.stop_grace
             for thread in threads:
-                thread.join()
+                thread.join(max(0.0, deadline - time.monotonic()))
             follower.join()
         if self._errors:
             raise self._errors[0]
@@ -195,17 +184,13 @@ class Transfer:
             now = time.monotonic()
             if self.control is not None and now - last_control >= t.control_interval:
                 last_control = now
-                wanted = self.control()
-                if wanted is Control.PAUSE:
-                    raise PausedError("paused", **self._ctx)
-                if wanted is Control.CANCEL:
-                    raise CancelledError("cancelled", **self._ctx)
+                obey(self.control(), **self._ctx)
             with self._lock:
                 total = self.done.total
                 snapshot = tuple(self.done)
             if now - last_save >= t.sidecar_interval:
                 last_save = now
-                self.checkpoint(snapshot)
+                self.checkpoint(snapshot, self.validator)
             self.meter.update(total, self.size)
 
     def _follow(self, finished: threading.Event) -> None:
@@ -226,6 +211,14 @@ class Transfer:
             self.transferred += end - start
         self._grew.set()
 
+    def _shut_live(self) -> None:
+        """Shut the sockets of the responses being read, so blocked reads return now."""
+        with self._lock:
+            live = list(self._live)
+        for raw in live:
+            with contextlib.suppress(Exception):
+                raw.shutdown()
+
     def _fail(self, exc: BaseException) -> None:
         with self._lock:
             self._errors.append(exc)
@@ -235,6 +228,7 @@ class Transfer:
     # --- one connection -----------------------------------------------------------------------
 
     def _connection(self, ranged: bool) -> None:
+        fd = os.dup(self.fd)  # closed by this thread, whenever it ends
         try:
             with requests.Session() as session:
                 while not self._stop.is_set():
@@ -242,28 +236,33 @@ class Transfer:
                         piece = self._pieces.popleft() if self._pieces else None
                     if piece is None:
                         return
-                    self._fetch_piece(session, piece, ranged)
+                    self._fetch_piece(session, fd, piece, ranged)
         except BaseException as exc:
-            self._fail(exc)
+            if not self._stop.is_set():
+                self._fail(exc)
         finally:
+            os.close(fd)
             with self._lock:
                 self._running -= 1
             self._ended.set()
 
-    def _fetch_piece(self, session: requests.Session, piece: tuple[int, int], ranged: bool) -> None:
+    def _fetch_piece(
+        self, session: requests.Session, fd: int, piece: tuple[int, int], ranged: bool
+    ) -> None:
         t = self.tuning
         pos, end = piece
         failures = 0
         while pos < end and not self._stop.is_set():
-            new_pos, err = self._stream(session, pos, end, ranged)
+            new_pos, err = self._stream(session, fd, pos, end, ranged)
             progressed, pos = new_pos > pos, new_pos
-            if err is None:
+            if err is None or self._stop.is_set():
                 continue
             if not ranged:
                 raise _RestartPlain() from None
             # A connection that delivered bytes before failing (a stall, a reset) is
-            # reconnected at once without using up its retries; only fruitless tries count.
-            failures = 0 if progressed else failures + 1
+            # reconnected at once without using up its retries; only fruitless tries count,
+            # and a trickle, which always brings a little, counts too.
+            failures = 0 if progressed and not isinstance(err, Trickle) else failures + 1
             if failures > t.max_retries:
                 err.attempt = failures
                 raise err
@@ -276,7 +275,7 @@ class Transfer:
                 return
 
     def _stream(
-        self, session: requests.Session, pos: int, end: int, ranged: bool
+        self, session: requests.Session, fd: int, pos: int, end: int, ranged: bool
     ) -> tuple[int, TransientDownloadError | None]:
         """GET [pos, end) and write it at its offset; returns the new position and the
         transient error that cut it short, if any. Other errors are raised."""
@@ -284,8 +283,8 @@ class Transfer:
         headers = self.client.headers_for(url)
         if ranged:
             headers["Range"] = f"bytes={pos}-{end - 1}"
-            if self._validator:
-                headers["If-Range"] = self._validator
+            if self.validator:
+                headers["If-Range"] = self.validator
         try:
             with session.get(
                 url,
@@ -295,39 +294,83 @@ class Transfer:
                 allow_redirects=False,
             ) as resp:
                 self._check_response(resp, pos, ranged)
-                for chunk in resp.iter_content(self.tuning.chunk_size):
-                    if self._stop.is_set():
-                        return pos, None
-                    take = chunk[: end - pos]
-                    with disk_full_as(
-                        "the disk filled up while downloading; free space and resume", **self._ctx
-                    ):
-                        os.pwrite(self.fd, take, pos)
-                    self._mark(pos, pos + len(take))
-                    pos += len(take)
-                    if pos >= end:
-                        return pos, None
+                return self._read_body(resp.raw, fd, pos, end)
         except TransientDownloadError as exc:
             return pos, exc
         except requests.RequestException as exc:
-            return pos, TransientDownloadError(
-                f"connection failed: {type(exc).__name__}", **self._ctx
-            )
-        if pos < end:
+            return pos, self._broken(exc)
+        except urllib3.exceptions.HTTPError as exc:
+            return pos, self._broken(exc)
+
+    def _read_body(
+        self, raw: Any, fd: int, pos: int, end: int
+    ) -> tuple[int, TransientDownloadError | None]:
+        """Read what has arrived, a piece at a time (never waiting for a whole chunk), and
+        write it in chunk-sized runs; a trickle over the window ends the stream. Bytes that
+        arrived before an error are written and count."""
+        t = self.tuning
+        buf = bytearray()
+        window_start, window_pos = time.monotonic(), pos
+        last_flush = window_start
+        with self._lock:
+            self._live.add(raw)
+        try:
+            while pos + len(buf) < end and not self._stop.is_set():
+                try:
+                    data = raw.read1(min(t.chunk_size, end - pos - len(buf)), decode_content=False)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    return self._flush(fd, buf, pos), self._broken(exc)
+                if not data:
+                    break
+                buf += data
+                now = time.monotonic()
+                if len(buf) >= t.chunk_size or now - last_flush >= t.flush_interval:
+                    pos, last_flush = self._flush(fd, buf, pos), now
+                if now - window_start >= t.trickle_window:
+                    got = pos + len(buf) - window_pos
+                    if got < t.trickle_bytes:
+                        return self._flush(fd, buf, pos), Trickle(
+                            f"the connection brought only {got} bytes in "
+                            f"{now - window_start:.0f} s",
+                            **self._ctx,
+                        )
+                    window_start, window_pos = now, pos + len(buf)
+        finally:
+            with self._lock:
+                self._live.discard(raw)
+        pos = self._flush(fd, buf, pos)
+        if pos < end and not self._stop.is_set():
             return pos, TransientDownloadError("the connection closed early", **self._ctx)
         return pos, None
+
+    def _flush(self, fd: int, buf: bytearray, pos: int) -> int:
+        """Write `buf` at `pos`, mark it done and empty it; returns the new position."""
+        # Written even after a stop: these bytes arrived, checked, and a resume keeps them.
+        if not buf:
+            return pos
+        with disk_full_as(
+            "the disk filled up while downloading; free space and resume", **self._ctx
+        ):
+            write_all(fd, buf, pos)
+        self._mark(pos, pos + len(buf))
+        pos += len(buf)
+        buf.clear()
+        return pos
+
+    def _broken(self, exc: Exception) -> TransientDownloadError:
+        return TransientDownloadError(f"connection failed: {type(exc).__name__}", **self._ctx)
 
     def _check_response(self, resp: requests.Response, pos: int, ranged: bool) -> None:
         """Raise unless the answer carries the bytes asked for, from the same file."""
         status = resp.status_code
         if status in (200, 206):
             served = resp.headers.get("ETag", "")
-            known = self._validator
+            known = self.validator
             if known and served and served != known:
                 raise FileChanged()  # the URL now serves other bytes than we have
             with self._lock:
-                if self._validator is None and served and not served.startswith("W/"):
-                    self._validator = served
+                if self.validator is None and served and not served.startswith("W/"):
+                    self.validator = served
         if status == 206 and ranged:
             if not resp.headers.get("Content-Range", "").startswith(f"bytes {pos}-"):
                 raise _RangesUnsupported()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -11,12 +12,16 @@ from worker.engine.base import (
     ControlFn,
     DownloadRequest,
     DownloadResult,
+    Identity,
     Progress,
     ProgressFn,
 )
 
 CONTENT = b"weights " * 4096
 SIZE = len(CONTENT)
+COMMIT = "c" * 40
+# What the fake Hub says the file is: CONTENT, at COMMIT.
+IDENTITY = Identity(COMMIT, "e", SIZE, hashlib.sha256(CONTENT).hexdigest(), None)
 
 Behaviour = Callable[[DownloadRequest, ProgressFn, ControlFn, Callable[[], None]], DownloadResult]
 
@@ -28,6 +33,12 @@ class FakeEngine:
     behaviour: Behaviour
     name: str = "fake"
     requests: list[DownloadRequest] = field(default_factory=list)
+    identity: Identity = IDENTITY
+    asked: list[DownloadRequest] = field(default_factory=list)
+
+    def identify(self, request: DownloadRequest, *, control: ControlFn | None = None) -> Identity:
+        self.asked.append(request)
+        return self.identity
 
     def download(
         self,
@@ -55,8 +66,8 @@ def place(
         path=dest,
         size=SIZE,
         sha256=sha256_file(dest),
-        etag="e",
-        commit="c" * 40,
+        etag=IDENTITY.etag,
+        commit=COMMIT,
         bytes_transferred=SIZE,
         resumed_from=0,
     )

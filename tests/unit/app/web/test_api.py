@@ -84,10 +84,11 @@ def test_an_ad_hoc_download(client: FlaskClient, app: Flask) -> None:
     )
     assert resp.status_code == 202
     files = resp.get_json()["files"]
-    # Under the repo's folder: no ad-hoc file can overwrite another repo's or the catalog's.
+    # Under the repo's folder, one that names the revision: no ad-hoc file can overwrite
+    # another repo's, the catalog's, or another revision's.
     assert [(f["fileName"], f["revision"], f["dest"]) for f in files] == [
-        ("a.gguf", "v1", "org/repo/a.gguf"),
-        ("dir/b.gguf", "v1", "org/repo/dir/b.gguf"),
+        ("a.gguf", "v1", "org/repo@v1/a.gguf"),
+        ("dir/b.gguf", "v1", "org/repo@v1/dir/b.gguf"),
     ]
     assert len(queued_messages(app)) == 2
 

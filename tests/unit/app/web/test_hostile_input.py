@@ -24,6 +24,7 @@ from werkzeug.test import EnvironBuilder, TestResponse
 from app import create_app
 from app.dispatch import Dispatcher
 from app.settings import Settings
+from app.storage import MAX_SEGMENT_BYTES
 from app.web.auth import redact_query
 from tests.oracles import REPO_ORACLE, REVISION_ORACLE, contained, repo_ok, revision_ok
 from tests.webapp import AUTH, ENV_TOKEN, UPGRADE
@@ -156,7 +157,7 @@ def test_file_names_stay_inside_models_dir_or_change_nothing(
     if resp.status_code == 202:
         dest = resp.get_json()["files"][0]["dest"]
         assert dest == f"org/name/{name}" and contained(models_dir, dest)
-        assert all(len(part.encode()) <= 245 for part in name.split("/"))
+        assert all(len(part.encode()) <= MAX_SEGMENT_BYTES for part in name.split("/"))
     assert not any(models_dir.iterdir()), "the web tier wrote into MODELS_DIR"
 
 

@@ -15,7 +15,8 @@ from worker.engine.base import Control, ProgressMeter
 from worker.engine.hashing import PrefixHasher
 from worker.engine.hub import HubClient
 from worker.engine.ranges import RangeSet
-from worker.engine.transfer import Transfer, Tuning
+from worker.engine.terms import Tuning
+from worker.engine.transfer import Transfer
 
 MiB = 1 << 20
 REPO, FILE, SIZE = "org/models", "big.gguf", 12 * MiB
@@ -54,7 +55,7 @@ def transfer(hub: ImitationHub, fd: int, **kw: object) -> Transfer:
         hasher=PrefixHasher(fd, SIZE, with_sha1=False),
         meter=ProgressMeter(None),
         control=kw.get("control"),  # type: ignore[arg-type]
-        checkpoint=kw.get("checkpoint", lambda done: None),  # type: ignore[arg-type]
+        checkpoint=kw.get("checkpoint", lambda done, validator: None),  # type: ignore[arg-type]
         tuning=tuning,
     )
 
@@ -70,7 +71,7 @@ def test_every_checkpoint_claims_only_bytes_already_on_disk(
     repo_hub.faults.add(path=FILE, host="cdn", bandwidth=8 * MiB, times=None)
     claims: list[tuple[tuple[int, int], ...]] = []
 
-    def checkpoint(done: Iterable[tuple[int, int]]) -> None:
+    def checkpoint(done: Iterable[tuple[int, int]], validator: str | None) -> None:
         spans = tuple(done)
         for start, end in spans:  # what a crash right now would resume from
             assert os.pread(fd, end - start, start) == expected[start:end]
