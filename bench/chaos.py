@@ -6,12 +6,22 @@ misbehaves. Nothing may be corrupt, nothing incomplete may ever be visible.
 A real stack: the imitation Hub (each connection capped, as a CDN would), a private Redis,
 two Celery worker processes, the SQLite job store (or PostgreSQL with --db-url). At random
 moments (seeded) one of:
-  kill   SIGKILL a worker that holds a download, restart it a moment later;
-  redis  stop Redis (losing its queue and locks: no persistence) and start it again;
-  hub    make the Hub drop connections, answer 5xx or 429, or stall.
+  kill     SIGKILL a worker that holds a download, restart it a moment later;
+  redis    stop Redis (losing its queue and locks: no persistence) and start it again;
+  hub      make the Hub drop connections, answer 5xx or 429, or stall;
+  trickle  make the CDN trickle (hundreds of bytes a second) after some bytes;
+  branch   move the repo's main to a new commit where a file not finished has other bytes
+           (same size): a job keeps the commit it pinned;
+  control  pause a download that is under way, resume it a moment later.
 Measured:
   completed           downloads whose job completed;
-  corrupt             completed files whose sha256 differs from the Hub's (must be 0);
+  corrupt             completed files whose sha256 differs from the Hub's at the commit
+                      their job pinned (must be 0);
+  row_disk_disagree   files whose row and destination disagree at the end: completed
+                      without the right bytes there, or bytes there under another state
+                      (must be 0);
+  control_effect_s    per pause: from the request until the worker's own event says the
+                      transfer stopped (or completed, when the finish line won);
   visible_incomplete  destinations ever seen with the wrong size, by a watcher polling
                       every destination every few ms, plus stray files (must be 0);
   bytes_ratio         bytes the CDN sent / bytes of the files: what resumes cost;
@@ -40,14 +50,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app import jobs
+from app import jobs, services
 from app.digest import sha256_file
+from app.errors import IllegalTransitionError
 from app.models import JOB_TERMINAL, DownloadFile, FileStatus, JobStatus
 from bench.common import RESULTS, percentile, table, write_results
 from bench.stacks import empty_store, imitation_hub, start_stack, stop_stack
 from tests.hub import GeneratedFile, ImitationHub
 from tests.stack import Stack, cdn_bytes
 from tests.support import MiB
+
+REPO = "chaos/weights"
+# The faults and how often each comes once every kind has come once.
+KINDS = {"kill": 4, "redis": 2, "hub": 4, "trickle": 2, "branch": 1, "control": 3}
 
 
 @dataclass
@@ -59,6 +74,16 @@ class Download:
     sha256: str
     job_id: str = ""
     file_id: str = ""
+
+
+@dataclass
+class Pause:
+    """One pause request, and when the worker said it took effect."""
+
+    file_id: str
+    job_id: str
+    at: float  # time.time() of the request
+    effect_s: float | None = None
 
 
 @dataclass
@@ -132,7 +157,10 @@ class Chaos:
         self.tmp = tmp
         self.log: list[str] = []
         self.kills: list[Kill] = []
-        self.counts = {"kill": 0, "redis": 0, "hub": 0}
+        self.counts = {kind: 0 for kind in KINDS}
+        self.pauses: list[Pause] = []
+        self.resume_at: dict[str, float] = {}  # job id -> when to resume it
+        self.moves = 0
         self.incarnation = {"w1": 0, "w2": 0}
         self.live: dict[str, str] = {}  # logical worker -> current Stack worker name
         self.restart_at: dict[str, float] = {}
@@ -163,6 +191,7 @@ class Chaos:
             "DOWNLOAD_LEASE_SECONDS": str(self.args.lease),
             "SWEEP_INTERVAL_SECONDS": "2",
             "WORKER_CONCURRENCY": "2",
+            "DOWNLOAD_TRICKLE_SECONDS": str(self.args.trickle_window),
         }
         try:
             stack = start_stack(self.tmp, hub, self.args.db_url, env)
@@ -179,12 +208,12 @@ class Chaos:
         for i, size in enumerate(self.sizes()):
             name = f"chaos-{i:02d}.gguf"
             files[name] = GeneratedFile(size=size, seed=9000 + i)
-        hub.add_repo("chaos/weights", files)
+        hub.add_repo(REPO, files)
         for name, spec in files.items():
-            sha = hub.file_info("chaos/weights", name).sha256
+            sha = hub.file_info(REPO, name).sha256
             downloads.append(Download(name=name, size=spec.size, sha256=sha))
         needed = sum(d.size for d in downloads)
-        hub.bandwidth = self.args.cap_mb * 1_000_000
+        hub.bandwidth = int(self.args.cap_mb * 1_000_000)
         self.note(
             f"{len(downloads)} downloads, {needed / MiB:.0f} MiB, "
             f"{self.args.cap_mb} MB/s per connection"
@@ -196,7 +225,7 @@ class Chaos:
         cdn_before = cdn_bytes(hub)
         began = time.monotonic()
         for d in downloads:
-            job = stack.submit(jobs.FileSpec("chaos/weights", d.name))
+            job = stack.submit(jobs.FileSpec(REPO, d.name))
             d.job_id, d.file_id = job["jobId"], job["files"][0]["fileId"]
         next_event = time.monotonic() + self._gap()
         deadline = began + self.args.timeout
@@ -209,46 +238,136 @@ class Chaos:
                     self.ended.add(d.job_id)
                     self.note(f"{d.name} {status.value} ({len(self.ended)}/{len(downloads)})")
             self._track_recovery(stack)
+            self._track_pauses(stack)
+            self._resume_due(stack)
             for logical, when in list(self.restart_at.items()):
                 if now >= when:
                     del self.restart_at[logical]
                     self._start_worker(stack, logical)
             if all(s in JOB_TERMINAL for s in statuses.values()) and not self.restart_at:
                 break
+            if statuses and all(
+                s in JOB_TERMINAL or s is JobStatus.PAUSED for s in statuses.values()
+            ):
+                self._resume_due(stack, now=math.inf)  # only paused ones left: resume them
             if now > deadline:
                 self.note("timeout: giving up on the rest")
                 break
             if now >= next_event and any(s not in JOB_TERMINAL for s in statuses.values()):
-                self._event(stack, hub)
+                self._event(stack, hub, downloads)
                 next_event = time.monotonic() + self._gap()
             time.sleep(0.1)
         elapsed = time.monotonic() - began
         # Let recovery tracking finish for files that completed meanwhile.
         self._track_recovery(stack)
+        self._track_pauses(stack)
         watcher.stop()
         return self._figures(stack, hub, downloads, watcher, needed, cdn_before, elapsed)
 
     def _gap(self) -> float:
-        low, high = self.args.every
+        # Quick: the first round of every kind comes fast, the rest at the usual pace.
+        first_round = sum(self.counts.values()) < len(KINDS)
+        low, high = self.args.every if first_round else self.args.every_after
         return self.rng.uniform(low, high)
 
     # --- the faults -----------------------------------------------------------------------
 
-    def _event(self, stack: Stack, hub: ImitationHub) -> None:
+    def _event(self, stack: Stack, hub: ImitationHub, downloads: list[Download]) -> None:
         # Each kind once first (in a random order), then at random.
         if not self.first_kinds and sum(self.counts.values()) == 0:
-            self.first_kinds = self.rng.sample(["kill", "redis", "hub"], 3)
+            self.first_kinds = self.rng.sample(list(KINDS), len(KINDS))
         if self.first_kinds:
             kind = self.first_kinds.pop()
         else:
-            kind = self.rng.choices(["kill", "redis", "hub"], weights=[4, 2, 4])[0]
+            kind = self.rng.choices(list(KINDS), weights=list(KINDS.values()))[0]
         if kind == "kill" and not self._kill(stack):
+            kind = "hub"
+        if kind == "control" and not self._pause(stack, downloads):
+            kind = "hub"
+        if kind == "branch" and not self._move_branch(stack, hub, downloads):
             kind = "hub"
         if kind == "redis":
             self._restart_redis(stack)
+        if kind == "trickle":
+            self._trickle(hub)
         if kind == "hub":
             self._hub_fault(hub)
         self.counts[kind] += 1
+
+    def _trickle(self, hub: ImitationHub) -> None:
+        rate, times = self.rng.choice([300, 1000, 4000]), self.rng.randint(1, 3)
+        after = self.rng.randrange(0, 2 * MiB)
+        hub.faults.add(host="cdn", trickle_after=after, trickle_rate=rate, times=times)
+        self.note(f"hub trickle at {rate} B/s after {after} bytes x{times}")
+
+    def _move_branch(self, stack: Stack, hub: ImitationHub, downloads: list[Download]) -> bool:
+        """Commit other bytes (same size) for a file whose job has not ended."""
+        with stack.sessions() as s:
+            open_ = [d for d in downloads if not jobs.get_job(s, d.job_id).status.is_terminal]
+        if not open_:
+            return False
+        d = self.rng.choice(open_)
+        self.moves += 1
+        hub.put_file(REPO, d.name, GeneratedFile(size=d.size, seed=20000 + self.moves))
+        self.note(f"branch main moved: {d.name} has other bytes at {hub.commit(REPO)[:8]}")
+        return True
+
+    def _pause(self, stack: Stack, downloads: list[Download]) -> bool:
+        """Pause a download under way; it is resumed 1 to 3 s later."""
+        with stack.sessions() as s:
+            active = [
+                (d, f)
+                for d in downloads
+                for f in jobs.get_job(s, d.job_id).files
+                if f.status is FileStatus.DOWNLOADING and d.job_id not in self.resume_at
+            ]
+        if not active:
+            return False
+        d, f = self.rng.choice(active)
+        holder_pid = int((f.worker or "::0:").split(":")[-2] or 0)
+        if not any(p.pid == holder_pid and p.poll() is None for p in stack.workers.values()):
+            return False  # its worker is dead: nothing runs that a pause could stop
+        at = time.time()
+        try:
+            services.control_job(stack.sessions, stack.dispatcher, d.job_id, "pause")
+        except IllegalTransitionError:
+            return False
+        self.pauses.append(Pause(file_id=f.id, job_id=d.job_id, at=at))
+        self.resume_at[d.job_id] = time.monotonic() + self.rng.uniform(1, 3)
+        self.note(f"pause {d.name}")
+        return True
+
+    def _resume_due(self, stack: Stack, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for job_id, when in list(self.resume_at.items()):
+            if now < when:
+                continue
+            del self.resume_at[job_id]
+            with contextlib.suppress(IllegalTransitionError):  # it completed meanwhile
+                services.control_job(stack.sessions, stack.dispatcher, job_id, "resume")
+                self.note(f"resume job {job_id[:8]}")
+
+    def _track_pauses(self, stack: Stack) -> None:
+        """When the worker said a paused transfer stopped: its own event (seq > 0), paused,
+        or completed when the finish line won the race, before the file's next pause."""
+        pending = [p for p in self.pauses if p.effect_s is None]
+        if not pending:
+            return
+        events = list(stack.collector.events)
+        for pause in pending:
+            later = [p.at for p in self.pauses if p.file_id == pause.file_id and p.at > pause.at]
+            until = min(later, default=math.inf)
+            for event in events:
+                data = event["data"]
+                sent = data.get("sentAt", 0) / 1000
+                if (
+                    data.get("fileId") == pause.file_id
+                    and data.get("seq")
+                    and data.get("status") in ("paused", "completed")
+                    and pause.at <= sent < until
+                ):
+                    pause.effect_s = sent - pause.at
+                    break
 
     def _kill(self, stack: Stack) -> bool:
         """SIGKILL a live worker that holds a download; False if none does."""
@@ -354,33 +473,44 @@ class Chaos:
         cdn_before: int,
         elapsed: float,
     ) -> dict[str, Any]:
-        completed = corrupt = 0
+        completed = corrupt = disagree = 0
         rows = []
         with stack.sessions() as s:
             for d in downloads:
                 job = jobs.get_job(s, d.job_id)
                 f = job.files[0]
                 ok = job.status is JobStatus.COMPLETED
-                good = ok and _sha256(stack.models / d.name) == d.sha256
+                # What the job pinned: the branch may have moved since it began.
+                want = hub.file_info(REPO, d.name, revision=f.commit).sha256 if f.commit else None
+                there = _sha256(stack.models / d.name)
+                good = ok and there == want
                 completed += ok
                 corrupt += ok and not good
+                disagree += (f.status is FileStatus.COMPLETED) != (there is not None and good)
                 rows.append(
                     (
                         d.name,
                         f"{d.size / MiB:.1f}",
                         job.status.value,
                         f.attempts,
+                        (f.commit or "")[:8],
                         "yes" if good else ("NO" if ok else "-"),
                         (f.error or "")[:60],
                     )
                 )
         strays = watcher.strays()
         recover = [k.recover_s for k in self.kills if k.recover_s is not None]
+        effects = [p.effect_s for p in self.pauses if p.effect_s is not None]
         return {
             "downloads": len(downloads),
             "completed": completed,
             "corrupt": corrupt,
             "visible_incomplete": len(watcher.seen_incomplete) + len(strays),
+            "row_disk_disagree": disagree,
+            "control_effect_s_max": round(max(effects), 2) if effects else None,
+            "control_effect_s": [round(e, 2) for e in effects],
+            "controls_unmeasured": len(self.pauses) - len(effects),
+            "branch_moves": self.moves,
             "bytes_ratio": round((cdn_bytes(hub) - cdn_before) / needed, 3),
             "recover_s_max": round(max(recover), 1) if recover else None,
             "recover_s": [round(r, 1) for r in recover],
@@ -397,6 +527,7 @@ class Chaos:
                 "cap_mb_per_connection": self.args.cap_mb,
                 "connections": self.args.connections,
                 "lease_s": self.args.lease,
+                "trickle_window_s": self.args.trickle_window,
                 "workers": 2,
                 "worker_concurrency": 2,
                 "database": "postgresql" if self.args.db_url else "sqlite",
@@ -421,9 +552,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="the short version CI runs")
     parser.add_argument("--downloads", type=int, help="number of downloads (20; quick 6)")
     parser.add_argument("--max-mib", type=int, help="largest file in MiB (1024; quick 48)")
-    parser.add_argument("--cap-mb", type=float, help="MB/s per CDN connection (2; quick 1)")
+    parser.add_argument("--cap-mb", type=float, help="MB/s per CDN connection (2; quick 0.5)")
     parser.add_argument("--connections", type=int, default=8, help="per file (8)")
     parser.add_argument("--lease", type=int, help="DOWNLOAD_LEASE_SECONDS (10; quick 5)")
+    parser.add_argument(
+        "--trickle-window", type=int, default=5, help="DOWNLOAD_TRICKLE_SECONDS (5)"
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--timeout", type=float, default=1800, help="give up after (s)")
     parser.add_argument("--db-url", help="a PostgreSQL URL instead of SQLite (emptied first)")
@@ -433,9 +567,11 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     args.downloads = args.downloads or (6 if quick else 20)
     args.max_mib = args.max_mib or (48 if quick else 1024)
-    args.cap_mb = args.cap_mb or (1 if quick else 2)
+    args.cap_mb = args.cap_mb or (0.5 if quick else 2)
     args.lease = args.lease or (5 if quick else 10)
-    args.every = (2.0, 4.0) if quick else (3.0, 8.0)
+    # Quick: every kind of fault comes once while the downloads still run.
+    args.every = (1.0, 2.0) if quick else (3.0, 8.0)
+    args.every_after = (4.0, 8.0) if quick else args.every
     if args.db_url:
         empty_store(args.db_url)
     with tempfile.TemporaryDirectory(prefix="modelpull-chaos-") as tmp:
@@ -446,15 +582,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.db_url:
         command += " --db-url postgresql+psycopg://…/modelpull_bench"
     summary = table(
-        ["downloads", "completed", "corrupt", "visible incomplete", "bytes ratio",
-         "recover s (max)", "recover s (p50)", "kills", "redis restarts", "hub faults",
-         "elapsed s"],
+        ["downloads", "completed", "corrupt", "visible incomplete", "row/disk disagree",
+         "bytes ratio", "recover s (max)", "control effect s (max)", "kills",
+         "redis restarts", "hub faults", "trickles", "branch moves", "pauses", "elapsed s"],
         [[data["downloads"], data["completed"], data["corrupt"], data["visible_incomplete"],
-          data["bytes_ratio"], data["recover_s_max"], data["recover_s_p50"],
-          data["events"]["kill"], data["events"]["redis"], data["events"]["hub"],
-          data["elapsed_s"]]],
+          data["row_disk_disagree"], data["bytes_ratio"], data["recover_s_max"],
+          data["control_effect_s_max"], data["events"]["kill"], data["events"]["redis"],
+          data["events"]["hub"], data["events"]["trickle"], data["events"]["branch"],
+          data["events"]["control"], data["elapsed_s"]]],
     )  # fmt: skip
-    files = table(["file", "MiB", "job", "attempts", "sha256 ok", "error"], data["files"])
+    files = table(["file", "MiB", "job", "attempts", "commit", "sha256 ok", "error"], data["files"])
     settings = ", ".join(f"{k} {v}" for k, v in data["settings"].items())
     body = "\n\n".join(
         [
@@ -465,7 +602,12 @@ def main(argv: list[str] | None = None) -> int:
         ]
     )
     write_results(args.out, data, title="Chaos suite", command=command, body=body)
-    bad = data["corrupt"] or data["visible_incomplete"] or data["completed"] < data["downloads"]
+    bad = (
+        data["corrupt"]
+        or data["visible_incomplete"]
+        or data["row_disk_disagree"]
+        or data["completed"] < data["downloads"]
+    )
     return 1 if bad else 0
 
 

@@ -39,9 +39,13 @@ def test_chaos_quick_loses_and_corrupts_nothing(tmp_path: Path) -> None:
     assert data["downloads"] == data["completed"] > 0
     assert data["corrupt"] == 0
     assert data["visible_incomplete"] == 0 and data["watcher_polls"] > 100
-    # Every kind of fault happened, and the killed worker's files came back.
-    assert all(data["events"][k] >= 1 for k in ("kill", "redis", "hub")), data["timeline"]
+    assert data["row_disk_disagree"] == 0
+    # Every kind of fault happened, the killed worker's files came back, and the pauses were
+    # seen to take effect.
+    kinds = ("kill", "redis", "hub", "trickle", "branch", "control")
+    assert all(data["events"][k] >= 1 for k in kinds), data["timeline"]
     assert data["recover_s_max"] is not None
+    assert data["control_effect_s_max"] is not None
     # Resumes re-fetch little: far from downloading everything twice.
     assert 1.0 <= data["bytes_ratio"] < 1.5
 
