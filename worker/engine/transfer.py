@@ -5,14 +5,14 @@ on the calling thread checks for pause and cancel, saves the sidecar and reports
 hashing thread follows the contiguous prefix. A range is marked done only after its bytes were
 written, and the sidecar is saved from the done ranges, so it never claims bytes the file lacks.
 
-Every wait can be cut short: a connection reads whatever has arrived (never blocking for a
-whole chunk), a stop shuts the sockets of live responses down, and a connection that trickles
-(less than `trickle_bytes` in `trickle_window` seconds) is treated as stalled.
+Every wait can be cut short (worker.engine.stream reads the bodies): a stop shuts the
+sockets of live responses down, a connection that trickles (less than `trickle_bytes` in
+`trickle_window` seconds) is treated as stalled, and backoffs wait in slices that ask for
+control.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -29,6 +29,7 @@ from worker.engine.disk import write_all
 from worker.engine.hashing import PrefixHasher
 from worker.engine.hub import HubClient, ResolvedFile, hub_error, retry_after_of
 from worker.engine.ranges import RangeSet
+from worker.engine.stream import BodyReader, LiveReads, broken
 from worker.engine.terms import (
     Checkpoint,
     FileChanged,
@@ -85,8 +86,10 @@ class Transfer:
         # on a resume): a CDN's ETag need not be the Hub's content hash, so If-Range must use
         # what that server itself sent.
         self.validator = validator
-        # Responses being read now: a stop shuts their sockets down to end a blocked read.
-        self._live: set[Any] = set()
+        # Responses being read now, and since when a blocking read of one has waited (None:
+        # not blocked): a stop shuts their sockets down to end the reads, and a read that
+        # waits longer than the trickle window is cut as a stall.
+        self._reads = LiveReads()
         self._grew = threading.Event()
         # Connections still running, and a bell they ring when they end: the coordinator wakes
         # at once instead of at its next tick (a small file takes less than a tick).
@@ -160,7 +163,7 @@ class Transfer:
             self._stop.set()
             finished.set()
             self._grew.set()  # the hasher is told at once, not at its next tick
-            self._shut_live()
+            self._reads.shut_all()
             # Each connection writes through its own descriptor, so one still blocked in the
             # network after the grace (a server that never answers) can be left behind safely.
             deadline = time.monotonic() + self.tuning.stop_grace
@@ -192,6 +195,7 @@ class Transfer:
                 last_save = now
                 self.checkpoint(snapshot, self.validator)
             self.meter.update(total, self.size)
+            self._reads.cut_slower_than(self.tuning.trickle_window, now)
 
     def _follow(self, finished: threading.Event) -> None:
         try:
@@ -210,14 +214,6 @@ class Transfer:
             self.done.add(start, end)
             self.transferred += end - start
         self._grew.set()
-
-    def _shut_live(self) -> None:
-        """Shut the sockets of the responses being read, so blocked reads return now."""
-        with self._lock:
-            live = list(self._live)
-        for raw in live:
-            with contextlib.suppress(Exception):
-                raw.shutdown()
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:
@@ -294,71 +290,31 @@ class Transfer:
                 allow_redirects=False,
             ) as resp:
                 self._check_response(resp, pos, ranged)
-                return self._read_body(resp.raw, fd, pos, end)
+                reader = BodyReader(self.tuning, self._stop, self._reads, self._ctx)
+                return reader.read(
+                    resp.raw, pos, end, lambda pending, at: self._flush(fd, pending, at)
+                )
         except TransientDownloadError as exc:
             return pos, exc
         except requests.RequestException as exc:
-            return pos, self._broken(exc)
+            return pos, broken(exc, self._ctx)
         except urllib3.exceptions.HTTPError as exc:
-            return pos, self._broken(exc)
+            return pos, broken(exc, self._ctx)
 
-    def _read_body(
-        self, raw: Any, fd: int, pos: int, end: int
-    ) -> tuple[int, TransientDownloadError | None]:
-        """Read what has arrived, a piece at a time (never waiting for a whole chunk), and
-        write it in chunk-sized runs; a trickle over the window ends the stream. Bytes that
-        arrived before an error are written and count."""
-        t = self.tuning
-        buf = bytearray()
-        window_start, window_pos = time.monotonic(), pos
-        last_flush = window_start
-        with self._lock:
-            self._live.add(raw)
-        try:
-            while pos + len(buf) < end and not self._stop.is_set():
-                try:
-                    data = raw.read1(min(t.chunk_size, end - pos - len(buf)), decode_content=False)
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-                    return self._flush(fd, buf, pos), self._broken(exc)
-                if not data:
-                    break
-                buf += data
-                now = time.monotonic()
-                if len(buf) >= t.chunk_size or now - last_flush >= t.flush_interval:
-                    pos, last_flush = self._flush(fd, buf, pos), now
-                if now - window_start >= t.trickle_window:
-                    got = pos + len(buf) - window_pos
-                    if got < t.trickle_bytes:
-                        return self._flush(fd, buf, pos), Trickle(
-                            f"the connection brought only {got} bytes in "
-                            f"{now - window_start:.0f} s",
-                            **self._ctx,
-                        )
-                    window_start, window_pos = now, pos + len(buf)
-        finally:
-            with self._lock:
-                self._live.discard(raw)
-        pos = self._flush(fd, buf, pos)
-        if pos < end and not self._stop.is_set():
-            return pos, TransientDownloadError("the connection closed early", **self._ctx)
-        return pos, None
-
-    def _flush(self, fd: int, buf: bytearray, pos: int) -> int:
-        """Write `buf` at `pos`, mark it done and empty it; returns the new position."""
-        # Written even after a stop: these bytes arrived, checked, and a resume keeps them.
-        if not buf:
+    def _flush(self, fd: int, pending: list[bytes], pos: int) -> int:
+        """Write the pending pieces at `pos`, mark them done and empty the list; returns the
+        new position. Written even after a stop: these bytes arrived, checked, and a resume
+        keeps them."""
+        if not pending:
             return pos
+        size = sum(len(p) for p in pending)
         with disk_full_as(
             "the disk filled up while downloading; free space and resume", **self._ctx
         ):
-            write_all(fd, buf, pos)
-        self._mark(pos, pos + len(buf))
-        pos += len(buf)
-        buf.clear()
-        return pos
-
-    def _broken(self, exc: Exception) -> TransientDownloadError:
-        return TransientDownloadError(f"connection failed: {type(exc).__name__}", **self._ctx)
+            write_all(fd, pending, pos)
+        self._mark(pos, pos + size)
+        pending.clear()
+        return pos + size
 
     def _check_response(self, resp: requests.Response, pos: int, ranged: bool) -> None:
         """Raise unless the answer carries the bytes asked for, from the same file."""

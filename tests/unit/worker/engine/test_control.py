@@ -202,3 +202,17 @@ def test_a_connection_that_always_trickles_uses_up_its_retries(
     # Meanwhile the speed shown was the trickle's, not a frozen figure.
     speeds = [p.speed for p in seen if p.bytes_done > 0]
     assert speeds and 0 < max(speeds) < 20_000
+
+
+def test_a_fast_connection_that_turns_into_a_trickle_is_cut(
+    repo_hub: ImitationHub, models: Path
+) -> None:
+    # Fast enough for whole-chunk reads, then 300 B/s in the middle of one: the read that
+    # waits longer than the window is cut, and a new connection goes on at full speed.
+    repo_hub.faults.add(path=BIG, host="cdn", trickle_after=4 * MiB, trickle_rate=300, times=1)
+    started = time.monotonic()
+    result = engine(connections=1, trickle_window=1.0).download(request_for(repo_hub, models, BIG))
+    assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
+    assert time.monotonic() - started < 20
+    gets = [r for r in repo_hub.requests if r.host == "cdn" and r.method == "GET"]
+    assert len(gets) >= 2

@@ -374,16 +374,17 @@ def test_too_little_free_space_fails_before_downloading(
 def test_a_disk_that_fills_up_mid_download_fails_clearly(
     repo_hub: ImitationHub, models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_pwrite = os.pwrite
+    real_pwritev = os.pwritev
     written = [0]
 
-    def pwrite(fd: int, data: bytes, offset: int) -> int:
+    def pwritev(fd: int, pieces: list[memoryview], offset: int) -> int:
         if written[0] > 6 * MiB:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written[0] += len(data)
-        return real_pwrite(fd, data, offset)
+        n = real_pwritev(fd, pieces, offset)
+        written[0] += n
+        return n
 
-    monkeypatch.setattr("worker.engine.transfer.os.pwrite", pwrite)
+    monkeypatch.setattr("worker.engine.disk.os.pwritev", pwritev)
     with pytest.raises(DiskFullError, match="disk filled up"):
         fast_engine().download(request(repo_hub, models))
     assert not (models / BIG).exists()

@@ -130,12 +130,12 @@ def test_a_resume_on_a_nearly_full_disk_counts_the_blocks_the_partial_holds(
 def test_short_writes_are_continued_never_recorded_as_done(
     repo_hub: ImitationHub, models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = os.pwrite
+    real = os.pwritev
 
-    def short_pwrite(fd: int, data: bytes, offset: int) -> int:
-        return real(fd, bytes(data[:1000]), offset)  # the kernel may take less than given
+    def short_pwritev(fd: int, pieces: list[memoryview], offset: int) -> int:
+        return real(fd, [pieces[0][:1000]], offset)  # the kernel may take less than given
 
-    monkeypatch.setattr("worker.engine.transfer.os.pwrite", short_pwrite)
+    monkeypatch.setattr("worker.engine.disk.os.pwritev", short_pwritev)
     result = engine(chunk_size=256 * 1024).download(request_for(repo_hub, models, BIG))
     assert sha256_file(result.path) == repo_hub.file_info(REPO, BIG).sha256
 
@@ -143,7 +143,7 @@ def test_short_writes_are_continued_never_recorded_as_done(
 def test_a_write_that_takes_nothing_fails_and_claims_nothing(
     repo_hub: ImitationHub, models: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("worker.engine.transfer.os.pwrite", lambda fd, data, offset: 0)
+    monkeypatch.setattr("worker.engine.disk.os.pwritev", lambda fd, pieces, offset: 0)
     with pytest.raises(Exception, match="took no bytes"):
         engine(max_retries=0).download(request_for(repo_hub, models, BIG))
     assert not (models / BIG).exists()
