@@ -246,10 +246,6 @@ class Chaos:
                     self._start_worker(stack, logical)
             if all(s in JOB_TERMINAL for s in statuses.values()) and not self.restart_at:
                 break
-            if statuses and all(
-                s in JOB_TERMINAL or s is JobStatus.PAUSED for s in statuses.values()
-            ):
-                self._resume_due(stack, now=math.inf)  # only paused ones left: resume them
             if now > deadline:
                 self.note("timeout: giving up on the rest")
                 break
@@ -337,8 +333,8 @@ class Chaos:
         self.note(f"pause {d.name}")
         return True
 
-    def _resume_due(self, stack: Stack, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
+    def _resume_due(self, stack: Stack) -> None:
+        now = time.monotonic()
         for job_id, when in list(self.resume_at.items()):
             if now < when:
                 continue

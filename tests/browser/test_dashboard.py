@@ -149,6 +149,36 @@ def test_pause_resume_cancel_and_reload(stack: Stack, page: Any) -> None:
     assert page.problems == []
 
 
+# Every state a file row shows, in order, however briefly: render() replaces the rows.
+RECORD_STATES = """() => {
+  window.__states = [];
+  new MutationObserver(() => {
+    for (const e of document.querySelectorAll("article.job li.file .state")) {
+      const last = window.__states[window.__states.length - 1];
+      if (last !== e.dataset.state) window.__states.push(e.dataset.state);
+    }
+  }).observe(document.body, { subtree: true, childList: true, attributes: true });
+}"""
+
+
+def test_a_file_shows_verifying_while_its_checksum_runs(stack: Stack, page: Any) -> None:
+    stack.hub.add_repo(
+        "stabilityai/sd-turbo", {"sd_turbo.safetensors": GeneratedFile(size=24 * MiB, seed=83)}
+    )
+    stack.start_worker("w1")
+    url = stack.start_web(API_TOKEN=TOKEN)
+    sign_in(page, url)
+    page.get_by_label("Show missing models").check()
+    page.evaluate(RECORD_STATES)
+    page.get_by_role("button", name="Download SD-Turbo").click()
+    sd = page.locator("article.job[aria-label='Download sd-turbo']")
+    sd.locator("header .state[data-state=completed]").wait_for(timeout=60_000)
+    states: list[str] = page.evaluate("() => window.__states")
+    assert "verifying" in states, states
+    assert states.index("verifying") < len(states) - 1 - states[::-1].index("completed"), states
+    assert page.problems == []
+
+
 def test_a_failing_file_shows_its_error_and_stderr(stack: Stack, page: Any) -> None:
     # One repo of flux1-schnell-q4 is missing from the Hub; the hf_hub engine keeps stderr.
     stack.hub.add_repo(
