@@ -210,8 +210,14 @@ def _pin(
         )
         storage.remove_partial(rt.settings.models_dir, file.dest)  # under our lease
     with rt.sessions.begin() as session:
-        jobs.record_answer(
-            session, file.id, etag=identity.etag, size=identity.size, sha256=identity.sha256
+        # A sha256 already on the row (a catalog's pin) is kept, and checked against.
+        jobs.record_metadata(
+            session,
+            file.id,
+            worker=reporter.holder,
+            etag=identity.etag,
+            size=identity.size,
+            sha256=None if file.sha256 else identity.sha256,
         )
     reporter.total = identity.size
     return identity

@@ -6,7 +6,7 @@ request, a worker once per unit of work. Changes to a file's status are conditio
 
 The parts, each a module: `states` (the transition table and a job's status), `create`
 (checking what is asked for and writing the job), `claims` (a worker's hold on a file),
-`pins` (one commit per job, the Hub's answer on the row, a placed file completed),
+`pins` (one commit per job, a placed file completed),
 `actions` (a user's pause, resume, cancel, retry, delete), `recovery` (the sweeper's
 questions) and `listing` (reading jobs). Callers use the names below: `jobs.claim_file(...)`.
 """
@@ -36,7 +36,7 @@ from app.jobs.listing import (
     get_job,
     list_jobs,
 )
-from app.jobs.pins import complete_placed, pin_commit, record_answer
+from app.jobs.pins import complete_placed, pin_commit
 from app.jobs.recovery import (
     StaleResult,
     dest_wanted_elsewhere,
@@ -74,7 +74,6 @@ __all__ = [
     "pin_commit",
     "queued_published_before",
     "quiet_holders",
-    "record_answer",
     "record_metadata",
     "record_progress",
     "record_stopped_bytes",

@@ -1,5 +1,5 @@
-"""What a job downloads and what a finished download means: one commit per job, the Hub's
-answer recorded on the row, and a verified file at its destination recorded as completed.
+"""What a job downloads and what a finished download means: one commit per job, and a
+verified file at its destination recorded as completed.
 
 A job's revision (a branch, a tag) is resolved to a commit once: the first of its files to
 be resolved pins that commit on every file of the job from the same repo and revision, and
@@ -49,25 +49,6 @@ def pin_commit(session: Session, file_id: str, commit: str) -> str:
         )
     pinned = session.scalar(select(DownloadFile.commit).where(DownloadFile.id == file_id))
     return pinned or commit
-
-
-def record_answer(
-    session: Session, file_id: str, *, etag: str, size: int, sha256: str | None
-) -> None:
-    """Record what the Hub answered for the file at its commit: etag and size always, the
-    sha256 only where none is pinned (a catalog's pin is kept, and checked against)."""
-    values: dict[str, Any] = {"etag": etag, "size": size, "updated_at": utcnow()}
-    session.execute(
-        update(DownloadFile).where(DownloadFile.id == file_id).values(**values),
-        execution_options={"synchronize_session": False},
-    )
-    if sha256 is not None:
-        session.execute(
-            update(DownloadFile)
-            .where(DownloadFile.id == file_id, DownloadFile.sha256.is_(None))
-            .values(sha256=sha256),
-            execution_options={"synchronize_session": False},
-        )
 
 
 def complete_placed(

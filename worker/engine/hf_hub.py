@@ -36,6 +36,7 @@ from app.errors import (
     TransientDownloadError,
     UnauthorizedError,
 )
+from app.scrub import register_secrets, scrub
 from worker.engine.base import (
     Control,
     ControlFn,
@@ -75,11 +76,6 @@ def staging_root(models_dir: Path) -> Path:
 def staging_dir(models_dir: Path, dest: str) -> Path:
     """The folder where huggingface_hub downloads the file that becomes `dest`."""
     return staging_root(models_dir) / hashlib.sha256(dest.encode()).hexdigest()[:16]
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove a secret from text that is about to be stored or logged."""
-    return text.replace(secret, "***") if secret else text
 
 
 class HfHubEngine:
@@ -133,11 +129,13 @@ class HfHubEngine:
         (staging / STAGING_MARKER).write_text(request.dest, encoding="utf-8")
         meter = ProgressMeter(progress, interval=self.progress_interval)
         try:
+            # The token is one of the secrets every error made from here on is scrubbed of.
+            register_secrets(request.token)
             events, stderr, code = self._run_child(request, staging, meter, control)
-            stderr = redact(stderr, request.token)
+            stderr = scrub(stderr)
             done = next((e for e in reversed(events) if e.get("event") == "done"), None)
             if code != 0 or done is None:
-                raise self._error(events, stderr, code, ctx, request.token)
+                raise self._error(events, stderr, code, ctx)
             staged = staging / request.file_name
             size = staged.stat().st_size
             meter.update(size, size, status="verifying", force=True)
@@ -223,7 +221,6 @@ class HfHubEngine:
         stderr: str,
         code: int,
         ctx: dict[str, Any],
-        token: str | None = None,
     ) -> DownloadError:
         err = next((e for e in reversed(events) if e.get("event") == "error"), None)
         if err is None:
@@ -237,7 +234,7 @@ class HfHubEngine:
         for name, cls, text in _ERRORS:
             if name in types:
                 return cls(f"repository {ctx['repo']} {text}", status=status, stderr=stderr, **ctx)
-        message = f"huggingface_hub: {err.get('type')}: {redact(str(err.get('message')), token)}"
+        message = f"huggingface_hub: {err.get('type')}: {scrub(str(err.get('message')))}"
         if status == 401:
             return UnauthorizedError(message, status=status, stderr=stderr, **ctx)
         if status is not None and status < 500 and status not in (408, 429):

@@ -14,6 +14,7 @@ from app import storage
 from app.digest import sha256_file
 from app.errors import CancelledError, PausedError, TransientDownloadError
 from tests.hub import GeneratedFile, ImitationHub
+from tests.support import wait_for
 from tests.unit.worker.engine.support import REPO, request_for
 from worker.engine.base import Control, Progress
 from worker.engine.native import NativeEngine
@@ -78,43 +79,28 @@ def stop_and_time(
     return time.monotonic() - switch.armed_at, errors[0]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never came true"
-        time.sleep(0.02)
-
-
-def test_pause_in_the_middle_of_a_1_kb_per_s_chunk(repo_hub: ImitationHub, models: Path) -> None:
+@pytest.mark.parametrize("action", [Control.PAUSE, Control.CANCEL])
+def test_pause_or_cancel_in_the_middle_of_a_1_kb_per_s_chunk(
+    repo_hub: ImitationHub, models: Path, action: Control
+) -> None:
     # Every connection trickles at 1 KB/s: a 1 MiB chunk would take 17 minutes to fill.
     repo_hub.faults.add(path=BIG, host="cdn", bandwidth=1000, times=None)
-    switch, seen = Switch(Control.PAUSE), list[Progress]()
+    switch, seen = Switch(action), list[Progress]()
     thread, errors = run_in_thread(
         lambda: engine().download(
             request_for(repo_hub, models, BIG), control=switch, progress=seen.append
         )
     )
-    wait_until(lambda: any(p.bytes_done > 0 for p in seen))
+    wait_for(lambda: any(p.bytes_done > 0 for p in seen), 20, "the first bytes")
     took, error = stop_and_time(switch, thread, errors)
-    assert isinstance(error, PausedError)
     assert took < WITHIN_S
-    # What arrived is kept for the resume, and the bytes shown moved while it trickled.
     kept = storage.partial_bytes(models, BIG)
-    assert kept is not None and 0 < kept < 64 * 1024
-
-
-def test_cancel_in_the_middle_of_a_1_kb_per_s_chunk(repo_hub: ImitationHub, models: Path) -> None:
-    repo_hub.faults.add(path=BIG, host="cdn", bandwidth=1000, times=None)
-    switch, seen = Switch(Control.CANCEL), list[Progress]()
-    thread, errors = run_in_thread(
-        lambda: engine().download(
-            request_for(repo_hub, models, BIG), control=switch, progress=seen.append
-        )
-    )
-    wait_until(lambda: any(p.bytes_done > 0 for p in seen))
-    took, error = stop_and_time(switch, thread, errors)
-    assert isinstance(error, CancelledError) and took < WITHIN_S
-    assert storage.partial_bytes(models, BIG) is None
+    if action is Control.PAUSE:
+        assert isinstance(error, PausedError)
+        # What arrived is kept for the resume, and the bytes shown moved while it trickled.
+        assert kept is not None and 0 < kept < 64 * 1024
+    else:
+        assert isinstance(error, CancelledError) and kept is None
 
 
 def test_pause_while_a_resolve_waits_out_retry_after(repo_hub: ImitationHub, models: Path) -> None:
@@ -123,7 +109,7 @@ def test_pause_while_a_resolve_waits_out_retry_after(repo_hub: ImitationHub, mod
     thread, errors = run_in_thread(
         lambda: engine().download(request_for(repo_hub, models, BIG), control=switch)
     )
-    wait_until(lambda: any(r.status == 429 for r in repo_hub.requests))
+    wait_for(lambda: any(r.status == 429 for r in repo_hub.requests), 20, "the fault to be met")
     took, error = stop_and_time(switch, thread, errors)
     assert isinstance(error, PausedError) and took < WITHIN_S
 
@@ -136,7 +122,9 @@ def test_pause_during_a_backoff_sleep(repo_hub: ImitationHub, models: Path) -> N
             request_for(repo_hub, models, BIG), control=switch
         )
     )
-    wait_until(lambda: sum(r.status == 503 for r in repo_hub.requests) >= 2)
+    wait_for(
+        lambda: sum(r.status == 503 for r in repo_hub.requests) >= 2, 20, "the fault to be met"
+    )
     took, error = stop_and_time(switch, thread, errors)
     assert isinstance(error, PausedError) and took < WITHIN_S
 
@@ -150,7 +138,11 @@ def test_pause_while_a_plain_restart_waits(repo_hub: ImitationHub, models: Path)
             request_for(repo_hub, models, BIG), control=switch
         )
     )
-    wait_until(lambda: any(r.status == 200 and r.host == "cdn" for r in repo_hub.requests))
+    wait_for(
+        lambda: any(r.status == 200 and r.host == "cdn" for r in repo_hub.requests),
+        20,
+        "the fault to be met",
+    )
     time.sleep(0.3)  # into the backoff
     took, error = stop_and_time(switch, thread, errors)
     assert isinstance(error, PausedError) and took < WITHIN_S
@@ -165,7 +157,7 @@ def test_pause_while_the_server_sends_nothing_at_all(repo_hub: ImitationHub, mod
             request_for(repo_hub, models, BIG), control=switch, progress=seen.append
         )
     )
-    wait_until(lambda: any(p.bytes_done >= MiB for p in seen))
+    wait_for(lambda: any(p.bytes_done >= MiB for p in seen), 20, "the fault to be met")
     took, error = stop_and_time(switch, thread, errors)
     assert isinstance(error, PausedError) and took < WITHIN_S
 

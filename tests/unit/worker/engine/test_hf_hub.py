@@ -18,10 +18,11 @@ from app.errors import (
     TransientDownloadError,
     UnsafePathError,
 )
+from app.scrub import register_secrets, scrub
 from tests.hub import VALID_TOKEN, GeneratedFile, ImitationHub
 from tests.unit.worker.engine.support import REPO, request_for
 from worker.engine.base import Control, DownloadRequest, Progress
-from worker.engine.hf_hub import HfHubEngine, redact
+from worker.engine.hf_hub import HfHubEngine
 
 MiB = 1 << 20
 
@@ -125,6 +126,8 @@ def test_unsafe_destinations_are_refused(repo_hub: ImitationHub, models: Path) -
     assert not repo_hub.requests
 
 
-def test_redact_removes_the_token() -> None:
-    assert redact("Bearer hf_abc failed", "hf_abc") == "Bearer *** failed"
-    assert redact("nothing", None) == "nothing"
+def test_the_engine_scrubs_the_token_it_was_given() -> None:
+    # The one scrubber; the engine registers its request's token before anything can fail.
+    register_secrets("hf_abc")
+    assert scrub("Bearer hf_abc failed") == "Bearer *** failed"
+    assert scrub("nothing") == "nothing"
