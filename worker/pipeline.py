@@ -37,6 +37,11 @@ REQUEUE_BACKOFF_MAX_S = 300.0
 
 def process_file(rt: Runtime, file_id: str, task_id: str | None = None) -> str:
     """Download one file of a job; returns what happened (for logs and tests)."""
+    if rt.shutting_down.is_set():
+        # A stopping worker's other threads may still be handed messages (the file it just
+        # handed back, say): it takes none, and sends the message on for another worker.
+        rt.dispatcher.enqueue(rt.sessions, [file_id])
+        return "passed on"
     # One holder name per claim, not per process: two tasks in one worker's thread pool
     # (a pause and a quick resume) must not mistake each other's claim for their own.
     holder = f"{rt.name}:{uuid.uuid4().hex[:8]}"

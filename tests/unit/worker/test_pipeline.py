@@ -212,6 +212,19 @@ def test_a_pause_stops_the_transfer_and_keeps_the_bytes_it_reached(
     wait_for(lambda: ("paused", None) in types_of(collector, job_id), 5, "the paused event")
 
 
+def test_a_stopping_worker_claims_nothing_and_passes_the_message_on(rt: Runtime) -> None:
+    rt.engine = FakeEngine(lambda *_: pytest.fail("a stopping worker must not download"))
+    _, file_id = submit(rt)
+    rt.redis.delete(QUEUE)
+    rt.shutting_down.set()  # SIGTERM came; a pool thread is still handed this message
+
+    assert process_file(rt, file_id) == "passed on"
+    left = row(rt, file_id)
+    assert left.status is FileStatus.QUEUED and left.attempts == 0 and left.worker is None
+    (message,) = messages(rt)
+    assert message_args(message) == [file_id]
+
+
 def test_a_stopping_worker_hands_its_file_back_for_another_at_once(rt: Runtime) -> None:
     def interrupted(*_: Any) -> DownloadResult:
         rt.shutting_down.set()  # SIGTERM reached the worker mid-transfer
