@@ -22,9 +22,10 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
     from app.catalog import load_catalog
     from app.db import make_engine, make_session_factory
     from app.dispatch import Dispatcher
+    from app.hubmeta import HubMeta
     from app.scrub import register_secrets
     from app.settings import load_settings
-    from app.web import api, auth, errors, health, openapi, pages, ws
+    from app.web import api, auth, errors, health, hubapi, openapi, pages, sizes, ws
     from app.web.relay import Relay
     from app.web.state import WebState, close_db
 
@@ -39,13 +40,16 @@ def create_app(settings: Settings | None = None, *, dispatcher: Dispatcher | Non
         dispatcher=dispatcher or Dispatcher(settings),
         catalog=load_catalog(settings.models_catalog),  # a bad catalog stops the start
         relay=Relay(settings.redis_url),
+        hub=HubMeta(settings.hf_endpoint, settings.hf_token),
     )
     app.teardown_appcontext(close_db)
     errors.init_app(app)
     auth.init_app(app)
     health.init_app(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(hubapi.bp)
     app.register_blueprint(openapi.bp)
     pages.init_app(app)
     ws.init_app(app)
+    sizes.init_app(app)
     return app

@@ -34,6 +34,10 @@ class NotFoundError(ModelpullError):
     """A job, file or model that does not exist."""
 
 
+class AmbiguousError(ModelpullError):
+    """A short name (a job id prefix) matches more than one thing."""
+
+
 class IllegalTransitionError(ModelpullError):
     """A state change the job state machine does not allow (an HTTP 409)."""
 

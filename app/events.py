@@ -8,12 +8,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from app.models import DownloadFile, DownloadJob, FileStatus, JobStatus
+from sqlalchemy.orm import object_session
+
+from app.db import db_now
+from app.models import ACTIVE, DownloadFile, DownloadJob, FileStatus, JobStatus, utcnow
 from app.scrub import scrub
 
 CHANNEL = "download"
+# A worker that holds a file heartbeats every second: silent this long, it is gone.
+SILENT_WORKER_S = 5.0
 
 # A file's status as the event type that announces it.
 FILE_EVENT_TYPES: dict[FileStatus, str] = {
@@ -135,12 +141,32 @@ def job_event(job: DownloadJob, *, seq: int = 0) -> dict[str, Any]:
     return {"channel": CHANNEL, "type": JOB_EVENT_TYPES[job.status], "data": data}
 
 
-def job_to_dict(job: DownloadJob) -> dict[str, Any]:
-    """A job with its files, as the API and the WebSocket snapshot show it."""
+def iso(value: datetime | None) -> str | None:
+    """A UTC time as the wire shows it (ISO 8601 with Z)."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
 
-    def iso(value: Any) -> str | None:
-        return None if value is None else value.isoformat().replace("+00:00", "Z")
 
+def _waiting_for_worker(file: DownloadFile, now: datetime) -> bool:
+    # A worker that holds a file says so every second; one silent for longer has died or
+    # lost the network, and the file waits for its lease to run out and another worker.
+    if file.status not in ACTIVE:
+        return False
+    beat = file.heartbeat_at or file.started_at
+    return beat is None or (now - beat).total_seconds() > SILENT_WORKER_S
+
+
+def _clock_of(job: DownloadJob) -> datetime:
+    # The database's clock only when a file is held: a page of finished jobs asks nothing.
+    session = object_session(job)
+    if session is None or not any(f.status in ACTIVE for f in job.files):
+        return utcnow()
+    return db_now(session)
+
+
+def job_to_dict(job: DownloadJob, *, now: datetime | None = None) -> dict[str, Any]:
+    """A job with its files, as the API and the WebSocket snapshot show it (`now`: the
+    database's clock, which heartbeats are written with; else this process's)."""
+    now = now or _clock_of(job)
     return {
         "jobId": job.id,
         "modelId": job.model_id,
@@ -169,6 +195,8 @@ def job_to_dict(job: DownloadJob) -> dict[str, Any]:
                 "attempts": f.attempts,
                 "error": scrub(f.error),
                 "stderr": scrub(f.stderr),
+                "heartbeatAt": iso(f.heartbeat_at),
+                "waitingForWorker": _waiting_for_worker(f, now),
             }
             for f in job.files
         ],

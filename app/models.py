@@ -1,4 +1,5 @@
-"""The job store's tables: a download job and its files."""
+"""The job store's tables: a download job and its files, API tokens, and what the Hub last said
+about a repo's files (sizes before downloading)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -194,3 +205,30 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class HubRepo(Base):
+    """What the Hub last said about a repo at a revision: its commit and whether it is gated,
+    or why it could not say. Refreshed now and then; never a reason to refuse a download."""
+
+    __tablename__ = "hub_repo"
+
+    repo: Mapped[str] = mapped_column(String(200), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(200), primary_key=True)
+    commit: Mapped[str | None] = mapped_column(String(40))
+    # "" (open), "auto" or "manual", as the Hub's model info says.
+    gated: Mapped[str] = mapped_column(String(16), default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class HubFile(Base):
+    """One file of a HubRepo and its size on the Hub (the whole tree, or the files asked for)."""
+
+    __tablename__ = "hub_file"
+
+    repo: Mapped[str] = mapped_column(String(200), primary_key=True)
+    revision: Mapped[str] = mapped_column(String(200), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    lfs: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -55,6 +55,8 @@ class Settings:
     # How often a worker looks for lost files (expired leases, messages that never left).
     sweep_interval_seconds: int = 10
     worker_concurrency: int = 2
+    # How often the web tier asks the Hub for the catalog's sizes (0: never, not even at start).
+    catalog_refresh_seconds: int = 6 * 3600
     # Signs session cookies; when unset, one is generated once and kept in DATA_DIR.
     secret_key: str | None = field(default=None, repr=False)
     session_cookie_secure: bool = False
@@ -157,6 +159,18 @@ def _parse_origins(raw: str) -> tuple[str, ...]:
     return tuple(origins)
 
 
+# The whole-number settings and their ranges; each is the lowercase field of Settings.
+_INT_SETTINGS = (
+    ("DOWNLOAD_LEASE_SECONDS", 2, 3600),
+    ("DOWNLOAD_MAX_ATTEMPTS", 1, 100),
+    ("DOWNLOAD_TRICKLE_BYTES", 0, 1 << 30),
+    ("DOWNLOAD_TRICKLE_SECONDS", 1, 3600),
+    ("SWEEP_INTERVAL_SECONDS", 1, 3600),
+    ("WORKER_CONCURRENCY", 1, 64),
+    ("CATALOG_REFRESH_SECONDS", 0, 7 * 24 * 3600),
+)
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from the environment, failing with a message that names the variable."""
     env = os.environ if environ is None else environ
@@ -206,14 +220,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         kwargs["modelpull_token"] = raw.strip()
     if (raw := get("SESSION_COOKIE_SECURE")) is not None:
         kwargs["session_cookie_secure"] = _parse_bool("SESSION_COOKIE_SECURE", raw)
-    for name, low, high in (
-        ("DOWNLOAD_LEASE_SECONDS", 2, 3600),
-        ("DOWNLOAD_MAX_ATTEMPTS", 1, 100),
-        ("DOWNLOAD_TRICKLE_BYTES", 0, 1 << 30),
-        ("DOWNLOAD_TRICKLE_SECONDS", 1, 3600),
-        ("SWEEP_INTERVAL_SECONDS", 1, 3600),
-        ("WORKER_CONCURRENCY", 1, 64),
-    ):
+    for name, low, high in _INT_SETTINGS:
         if (raw := get(name)) is not None:
             kwargs[name.lower()] = _parse_int(name, raw, low=low, high=high)
     return Settings(**kwargs)  # type: ignore[arg-type]

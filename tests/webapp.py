@@ -46,4 +46,5 @@ def web_settings(
         models_catalog=catalog,
         hf_endpoint="http://127.0.0.1:9",
         api_token=api_token,
+        catalog_refresh_seconds=0,
     )

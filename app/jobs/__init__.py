@@ -27,14 +27,25 @@ from app.jobs.claims import (
     record_stopped_bytes,
     start_verifying,
 )
-from app.jobs.create import REVISION_RE, FileSpec, create_job, create_model_job
+from app.jobs.create import (
+    REVISION_RE,
+    FileSpec,
+    create_job,
+    create_model_job,
+    lock_creation,
+    validate_specs,
+)
 from app.jobs.listing import (
     active_jobs,
     decode_cursor,
     encode_cursor,
     get_file,
     get_job,
+    job_under_way_for_model,
+    job_under_way_with,
     list_jobs,
+    models_under_way,
+    resolve_job_id,
 )
 from app.jobs.pins import complete_placed, pin_commit
 from app.jobs.recovery import (
@@ -68,8 +79,12 @@ __all__ = [
     "finish_file",
     "get_file",
     "get_job",
+    "job_under_way_for_model",
+    "job_under_way_with",
     "list_jobs",
+    "lock_creation",
     "mark_published",
+    "models_under_way",
     "pause_job",
     "pin_commit",
     "queued_published_before",
@@ -78,10 +93,12 @@ __all__ = [
     "record_progress",
     "record_stopped_bytes",
     "requeue_stale",
+    "resolve_job_id",
     "resume_job",
     "retry_job",
     "settle_job",
     "start_verifying",
     "transition_file",
     "unpublished_files",
+    "validate_specs",
 ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app import storage
@@ -30,7 +32,7 @@ class FileSpec:
     size: int | None = None
 
 
-def _validate_specs(files: Sequence[FileSpec]) -> list[FileSpec]:
+def validate_specs(files: Sequence[FileSpec]) -> list[FileSpec]:
     # The names come from users and end up as paths under the models folder: a name that
     # could leave it, or two files with one destination, is refused before anything is written.
     if not files:
@@ -60,11 +62,23 @@ def _validate_specs(files: Sequence[FileSpec]) -> list[FileSpec]:
     return clean
 
 
+def lock_creation(session: Session, key: str) -> None:
+    """Hold, until the transaction ends, the right to create a job for `key` (a model or a
+    repo): two requests for one model (a double click, two terminals) cannot both see no job
+    under way and both create one. SQLite's write transactions (BEGIN IMMEDIATE) already run
+    one at a time; PostgreSQL takes an advisory lock named by the key."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.sha256(f"modelpull-create:{key}".encode()).digest()
+    lock = int.from_bytes(digest[:8], "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": lock})
+
+
 def create_job(
     session: Session, files: Sequence[FileSpec], *, method: str, model_id: str | None = None
 ) -> DownloadJob:
     """Add a queued job with one queued row per file; the caller commits, then enqueues."""
-    specs = _validate_specs(files)
+    specs = validate_specs(files)
     job = DownloadJob(model_id=model_id, method=method, status=JobStatus.QUEUED)
     for index, spec in enumerate(specs):
         job.files.append(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
-from app.errors import NotFoundError, ValidationError
+from app.errors import AmbiguousError, NotFoundError, ValidationError
 from app.models import JOB_UNDER_WAY, DownloadFile, DownloadJob, JobStatus, utcnow
 
 
@@ -18,6 +19,73 @@ def get_job(session: Session, job_id: str) -> DownloadJob:
     if job is None:
         raise NotFoundError(f"no job {job_id!r}")
     return job
+
+
+# A job is named by its id or a unique prefix of it (4 hex digits at least), as git names commits.
+JOB_PREFIX_RE = re.compile(r"[0-9a-f]{4,32}", re.ASCII)
+
+
+def resolve_job_id(session: Session, text: str) -> str:
+    """The id of the one job whose id is or starts with `text`; NotFoundError or
+    AmbiguousError (naming how many match) otherwise."""
+    # fullmatch: "$" would let "<id>\n" through to the database.
+    if not JOB_PREFIX_RE.fullmatch(text):
+        raise NotFoundError(f"no job {text!r}")
+    if len(text) == 32:
+        return get_job(session, text).id
+    # Hex digits only: nothing in `text` is a LIKE wildcard.
+    matching = DownloadJob.id.startswith(text)
+    count = session.scalar(select(func.count()).select_from(DownloadJob).where(matching)) or 0
+    if count == 0:
+        raise NotFoundError(f"no job {text!r}")
+    if count > 1:
+        raise AmbiguousError(f"job prefix {text!r} matches {count} jobs; give more characters")
+    return str(session.scalar(select(DownloadJob.id).where(matching)))
+
+
+def job_under_way_for_model(session: Session, model_id: str) -> DownloadJob | None:
+    """The newest queued, downloading or paused job of a catalog model, if any."""
+    return session.scalars(
+        select(DownloadJob)
+        .where(DownloadJob.model_id == model_id, DownloadJob.status.in_(sorted(JOB_UNDER_WAY)))
+        .order_by(DownloadJob.created_at.desc())
+        .limit(1)
+    ).first()
+
+
+def job_under_way_with(
+    session: Session, repo: str, revision: str, names: list[str]
+) -> DownloadJob | None:
+    """The newest job under way that holds every one of these files of a repo, if any."""
+    wanted = sorted(set(names))
+    job_id = session.scalar(
+        select(DownloadFile.job_id)
+        .join(DownloadJob, DownloadJob.id == DownloadFile.job_id)
+        .where(
+            DownloadJob.status.in_(sorted(JOB_UNDER_WAY)),
+            DownloadFile.repo == repo,
+            DownloadFile.revision == revision,
+            DownloadFile.file_name.in_(wanted),
+        )
+        .group_by(DownloadFile.job_id, DownloadJob.created_at)
+        .having(func.count(func.distinct(DownloadFile.file_name)) == len(wanted))
+        .order_by(DownloadJob.created_at.desc())
+        .limit(1)
+    )
+    return None if job_id is None else get_job(session, job_id)
+
+
+def models_under_way(session: Session) -> dict[str, DownloadJob]:
+    """Each catalog model's newest job under way."""
+    out: dict[str, DownloadJob] = {}
+    rows = session.scalars(
+        select(DownloadJob)
+        .where(DownloadJob.model_id.is_not(None), DownloadJob.status.in_(sorted(JOB_UNDER_WAY)))
+        .order_by(DownloadJob.created_at.desc())
+    )
+    for job in rows:
+        out.setdefault(str(job.model_id), job)
+    return out
 
 
 def get_file(session: Session, file_id: str) -> DownloadFile:

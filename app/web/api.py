@@ -6,21 +6,35 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
+from werkzeug.routing import BaseConverter
 
-from app import jobs, services, storage
+from app import hubcache, jobs, services, storage
 from app.catalog import CatalogModel, model_status
 from app.errors import NothingToDownloadError
 from app.events import job_to_dict
+from app.hubmeta import HubAnswerError
 from app.models import JobStatus
 from app.web.errors import ApiError
 from app.web.state import db, state_of
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
-JOB_ID_RE = re.compile(r"[0-9a-f]{32}", re.ASCII)
-# A job id is 32 characters: "/download/jobs" (the list) is not a job to cancel or delete.
-JOB = "<string(length=32):job_id>"
+
+@bp.record_once
+def _add_converter(setup: BlueprintSetupState) -> None:
+    setup.app.url_map.converters["jobref"] = JobRef
+
+
+class JobRef(BaseConverter):
+    """A job id or a prefix of one (`jobs.resolve_job_id` decides which job, or says none):
+    any one path part but "jobs", so "/download/jobs" (the list) is never a job to delete."""
+
+    regex = r"(?!jobs$)[^/]{1,64}"
+
+
+JOB = "<jobref:job_id>"
 MAX_FILES = 100
 # An ad-hoc file lands at "<repo>/<name>" (repo ids are at most 193 characters), and a
 # destination is at most 1000: a name of 800 always fits, whatever the repo.
@@ -36,10 +50,11 @@ def _model(model_id: str) -> CatalogModel:
 
 
 def _job_id(job_id: str) -> str:
-    # fullmatch: "$" would let "<id>\n" through to the database.
-    if not JOB_ID_RE.fullmatch(job_id):
-        raise ApiError(404, "not_found", "no such job")
-    return job_id
+    """The full id of the job `job_id` names (an id or a unique prefix)."""
+    # A session of its own, ended here: SQLite's transactions take the write lock at BEGIN,
+    # and the action that follows opens its own.
+    with state_of(current_app).sessions() as session:
+        return jobs.resolve_job_id(session, job_id)
 
 
 def _json_object(allowed: set[str], required: set[str]) -> dict[str, Any]:
@@ -62,14 +77,13 @@ def _json_object(allowed: set[str], required: set[str]) -> dict[str, Any]:
 
 @bp.get("/models")
 def list_models() -> ResponseReturnValue:
-    """The catalog with per-file status; missing models included and flagged."""
+    """The catalog with per-file status and sizes; missing models included and flagged."""
     state = state_of(current_app)
-    models = []
-    for model in state.catalog.models:
-        status = model_status(state.settings.models_dir, model)
-        status["missing"] = not status["allPresent"]
-        models.append(status)
-    return jsonify(models=models)
+    models, pending = services.catalog_view(state.sessions, state.settings, state.catalog)
+    # Pending only while a refresher will answer: with CATALOG_REFRESH_SECONDS=0 none will.
+    return jsonify(
+        models=models, metadataPending=pending and state.settings.catalog_refresh_seconds > 0
+    )
 
 
 @bp.get("/models/<model_id>/files")
@@ -114,13 +128,34 @@ def download_files() -> ResponseReturnValue:
         for name in files
     ]
     state = state_of(current_app)
+    # Checked before the Hub or the job store hear of them: the names come from users.
+    specs = jobs.validate_specs(specs)
+    _learn_sizes(repo, revision, [s.file_name for s in specs])
     job = services.start_files_download(state.sessions, state.dispatcher, state.settings, specs)
     return _accepted(job)
 
 
+def _learn_sizes(repo: str, revision: str, names: list[str]) -> None:
+    """Ask the Hub for sizes not known yet (the picker already asked), so the job's total is
+    known from the start; a Hub that does not answer leaves them to the worker."""
+    state = state_of(current_app)
+    try:
+        with state.sessions() as session:
+            known = hubcache.known_sizes(session, (repo, revision), names)
+        unknown = [n for n in names if n not in known]
+        if not unknown:
+            return
+        gated, sizes = state.hub.sizes(repo, revision, unknown)
+    except HubAnswerError:
+        return  # the job says what is wrong when its worker asks
+    with state.sessions.begin() as session:
+        hubcache.store_sizes(session, (repo, revision), gated, sizes)
+
+
 def _accepted(job: dict[str, Any]) -> Response:
+    """202 and where to follow a new job; 200 for the job under way that was asked again."""
     response = jsonify(job)
-    response.status_code = 202
+    response.status_code = 200 if job.get("existing") else 202
     response.headers["Location"] = f"/api/models/download/status/{job['jobId']}"
     return response
 

@@ -9,12 +9,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from app.errors import (
+    AmbiguousError,
     IllegalTransitionError,
     ModelpullError,
     NotFoundError,
     NothingToDownloadError,
     ValidationError,
 )
+from app.hubmeta import HubAnswerError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,10 @@ def _from_domain(exc: ModelpullError) -> ResponseReturnValue:
         return error_response(400, "invalid_request", f"{exc.field}: {exc.message}")
     if isinstance(exc, NotFoundError):
         return error_response(404, "not_found", str(exc))
+    if isinstance(exc, HubAnswerError):
+        return error_response(exc.status, exc.code, str(exc))
+    if isinstance(exc, AmbiguousError):
+        return error_response(409, "ambiguous", str(exc))
     if isinstance(exc, IllegalTransitionError):
         return error_response(409, "conflict", str(exc))
     if isinstance(exc, NothingToDownloadError):

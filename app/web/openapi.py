@@ -26,9 +26,10 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "Malformed request (the message names the field), or not a WebSocket handshake",
         401: "Missing or wrong credentials",
         403: "Cross-site request refused (origin or CSRF token)",
-        404: "Unknown model or job",
-        409: "Not allowed in the job's current state",
+        404: "Unknown model, job, repo, revision or file",
+        409: "Not allowed in the job's current state, or a job id prefix that matches several",
         413: "Body too large",
+        502: "The Hub did not answer, or refused the Hub token",
         503: "Not ready",
     }
     return {str(c): _json(_ERROR, text[c]) for c in (401, *codes)}
@@ -38,8 +39,10 @@ _JOB_ID = {
     "name": "job_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 32, "maxLength": 32},
+    "description": "A job id, or a unique prefix of one (4 hex digits at least)",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{4,32}$"},
 }
+_TEXT = {"type": "string"}
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -83,6 +86,7 @@ def document() -> dict[str, Any]:
                 "size": ["integer", "null"], "sha256": ["string", "null"], "status": "string",
                 "bytesDownloaded": "integer", "attempts": "integer",
                 "error": ["string", "null"], "stderr": ["string", "null"],
+                "heartbeatAt": ["string", "null"], "waitingForWorker": "boolean",
             }.items()
         },
     }  # fmt: skip
@@ -146,7 +150,11 @@ def document() -> dict[str, Any]:
                     "parameters": [_MODEL_ID],
                     "responses": {
                         "202": {**_json(_JOB, "The job, queued"), "links": _JOB_LINKS},
-                        "200": _json({"type": "object"}, "Every file is already present"),
+                        "200": _json(
+                            {"type": "object"},
+                            "Every file is already present, or the model's job under way "
+                            "(existing: true)",
+                        ),
                         **_errors(403, 404),
                     },
                 }
@@ -187,7 +195,22 @@ def document() -> dict[str, Any]:
                     },
                     "responses": {
                         "202": {**_json(_JOB, "The job, queued"), "links": _JOB_LINKS},
+                        "200": _json(_JOB, "A job under way that holds every file (existing)"),
                         **_errors(400, 403, 413),
+                    },
+                }
+            },
+            "/api/hub/repo": {
+                "get": {
+                    "operationId": "hubRepo",
+                    "summary": "A Hub repo's files with sizes, named by repo id or Hub URL",
+                    "parameters": [
+                        {"name": "id", "in": "query", "required": True, "schema": _TEXT},
+                        {"name": "revision", "in": "query", "schema": _TEXT},
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "The repo's files"),
+                        **_errors(400, 404, 502),
                     },
                 }
             },

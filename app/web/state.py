@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.catalog import Catalog
 from app.dispatch import Dispatcher
+from app.hubmeta import HubMeta
 from app.settings import Settings
 from app.web.relay import Relay
 
@@ -23,6 +24,7 @@ class WebState:
     dispatcher: Dispatcher
     catalog: Catalog
     relay: Relay
+    hub: HubMeta
 
 
 def state_of(app: Flask) -> WebState:

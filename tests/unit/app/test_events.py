@@ -324,6 +324,8 @@ def test_a_job_from_the_store_has_the_apis_shape(session_factory: sessionmaker[S
         "attempts",
         "error",
         "stderr",
+        "heartbeatAt",
+        "waitingForWorker",
     }
     assert (a["fileId"], a["fileIndex"], a["fileName"], a["dest"]) == (
         first,
@@ -340,6 +342,8 @@ def test_a_job_from_the_store_has_the_apis_shape(session_factory: sessionmaker[S
         "downloading",
     )
     assert b["bytesDownloaded"] == 1200 and b["fileProgress"] == 40.0 and b["error"] is None
+    # A failed file waits for nobody; a held one is judged by its worker's heartbeat.
+    assert a["waitingForWorker"] is False
     json.dumps(shown)  # all of it is JSON
 
 

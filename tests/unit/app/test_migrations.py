@@ -31,7 +31,7 @@ def _tables(url: str) -> set[str]:
 
 
 def test_there_is_exactly_one_head() -> None:
-    assert migrate.heads() == ["0004"]
+    assert migrate.heads() == ["0005"]
 
 
 def test_upgrade_builds_the_schema_and_matches_the_models(empty_db: str) -> None:
