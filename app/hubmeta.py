@@ -22,6 +22,8 @@ from app.jobs import REVISION_RE
 # The Hub's own hosts; the configured HF_ENDPOINT's host is accepted too.
 HUB_HOSTS = frozenset({"huggingface.co", "www.huggingface.co", "hf.co"})
 TIMEOUT = (5.0, 15.0)
+# A job being created waits this long at most for sizes it could do without.
+QUICK_TIMEOUT = (2.0, 3.0)
 # The tree API pages its answer (1000 entries a page on the real Hub): a repo this big is
 # not one a person picks files from by hand.
 MAX_PAGES = 50
@@ -142,13 +144,20 @@ class HubMeta:
     def __repr__(self) -> str:  # never show the token
         return f"HubMeta({self.endpoint!r})"
 
-    def _get(self, url: str, *, method: str = "GET", **kwargs: Any) -> requests.Response:
+    def _get(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        timeout: tuple[float, float] = TIMEOUT,
+        **kwargs: Any,
+    ) -> requests.Response:
         headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
         try:
             return self._session.request(
-                method, url, headers=headers, timeout=TIMEOUT, allow_redirects=False, **kwargs
+                method, url, headers=headers, timeout=timeout, allow_redirects=False, **kwargs
             )
         except requests.RequestException as exc:
             raise HubAnswerError(
@@ -196,18 +205,28 @@ class HubMeta:
             files=tuple(sorted(files, key=lambda f: f.path)),
         )
 
-    def sizes(self, repo: str, revision: str, paths: list[str]) -> tuple[str, dict[str, int]]:
+    def sizes(
+        self,
+        repo: str,
+        revision: str,
+        paths: list[str],
+        *,
+        timeout: tuple[float, float] = TIMEOUT,
+    ) -> tuple[str, dict[str, int]]:
         """The repo's gating and the sizes of some of its files (paths-info): for the catalog,
         whose repos may hold far more files than it names."""
         rev = quote(revision, safe="")
         info = self._json(
-            self._get(f"{self.endpoint}/api/models/{repo}/revision/{rev}"), repo, revision
+            self._get(f"{self.endpoint}/api/models/{repo}/revision/{rev}", timeout=timeout),
+            repo,
+            revision,
         )
         gated = (info.get("gated") if isinstance(info, dict) else "") or ""
         resp = self._get(
             f"{self.endpoint}/api/models/{repo}/paths-info/{rev}",
             method="POST",
             data={"paths": paths, "expand": "false"},
+            timeout=timeout,
         )
         found = {f.path: f.size for f in _tree_files(self._json(resp, repo, revision))}
         return (gated if gated in ("auto", "manual") else ""), found

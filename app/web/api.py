@@ -14,7 +14,7 @@ from app import hubcache, jobs, services, storage
 from app.catalog import CatalogModel, model_status
 from app.errors import NothingToDownloadError
 from app.events import job_to_dict
-from app.hubmeta import HubAnswerError
+from app.hubmeta import QUICK_TIMEOUT, HubAnswerError
 from app.models import JobStatus
 from app.web.errors import ApiError
 from app.web.state import db, state_of
@@ -145,7 +145,7 @@ def _learn_sizes(repo: str, revision: str, names: list[str]) -> None:
         unknown = [n for n in names if n not in known]
         if not unknown:
             return
-        gated, sizes = state.hub.sizes(repo, revision, unknown)
+        gated, sizes = state.hub.sizes(repo, revision, unknown, timeout=QUICK_TIMEOUT)
     except HubAnswerError:
         return  # the job says what is wrong when its worker asks
     with state.sessions.begin() as session:
