@@ -9,15 +9,24 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint format clean
 
+# Quiet installs: no version nag, no root warning, no progress; errors still show.
+PIP := PIP_DISABLE_PIP_VERSION_CHECK=1 $(BIN)/python -m pip install --quiet --root-user-action=ignore
+
+# `make up PORT=9000 HOST=0.0.0.0`; `make up ARGS=-v` shows the logs in the terminal.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ARGS ?=
+
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "modelpull needs Python 3.11 or newer")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing modelpull into $(VENV) (the first time takes a minute)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PIP) -e '.[dev]'
 	@touch $(STAMP)
 
 up: $(STAMP)
-	$(BIN)/modelpull up
+	@$(BIN)/modelpull up --host $(HOST) --port $(PORT) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modelpull",
         description="Distributed, resumable, verified downloads of Hugging Face Hub models.",
     )
+    # Also after the command (`modelpull jobs --url X`); see remote.add_options.
+    remote.add_options(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     remote.add_commands(sub)
     launch.add_commands(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from app.settings import Settings, load_settings
@@ -37,12 +37,22 @@ def token_command(args: argparse.Namespace) -> int:
     return run_token(args, load_settings())
 
 
-def run_token(args: argparse.Namespace, settings: Settings) -> int:
-    """`modelpull token ACTION` (the action is `args.token_command`) in one transaction."""
+def run_token(
+    args: argparse.Namespace, settings: Settings, environ: Mapping[str, str] | None = None
+) -> int:
+    """`modelpull token ACTION` (the action is `args.token_command`) in one transaction,
+    once the job store is known to exist (run where the service's DATA_DIR is not set, it
+    says which database it looked for instead of creating an empty one)."""
+    from app.cli.preflight import PreflightError, check_database
     from app.db import make_engine, make_session_factory
     from app.errors import NotFoundError, ValidationError
 
     action = TOKEN_ACTIONS[args.token_command]
+    try:
+        check_database(settings, environ)
+    except PreflightError as exc:
+        print(f"modelpull: {exc}", file=sys.stderr)
+        return 1
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine).begin() as session:
@@ -89,11 +99,17 @@ TOKEN_ACTIONS: dict[str, Callable[[Session, argparse.Namespace], None]] = {
 def upgrade_db(args: argparse.Namespace) -> int:
     """`modelpull db upgrade`: migrate the configured database to a revision (head)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
 
     from app import migrate
+    from app.cli.preflight import database_failure
 
     settings = load_settings()
-    migrate.upgrade(settings.database_url, args.revision)
+    try:
+        migrate.upgrade(settings.database_url, args.revision)
+    except (SQLAlchemyError, OSError) as exc:
+        print(f"modelpull: {database_failure(settings.database_url, exc)}", file=sys.stderr)
+        return 1
     shown = make_url(settings.database_url).render_as_string(hide_password=True)
     print(f"database is at revision {args.revision}: {shown}")
     return 0

@@ -67,6 +67,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     up.add_argument("--models-dir", help="where model files go (MODELS_DIR, ./models)")
     up.add_argument("--data-dir", help="database, logs and tokens (DATA_DIR, ./data)")
     up.add_argument("--concurrency", type=int, help="parallel downloads (WORKER_CONCURRENCY, 2)")
+    up.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the web tier's, the worker's and Redis's logs here (default: DATA_DIR/logs)",
+    )
     up.set_defaults(func=run_up)
 
     web = sub.add_parser("web", help="run the web tier under gunicorn")
@@ -87,6 +93,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 def run_up(args: argparse.Namespace) -> int:
     """`modelpull up`: Redis, the job store, a worker and the web tier under one supervisor."""
+    from app.catalog import load_catalog
     from app.cli.localstack import Stack
 
     env = dict(os.environ)
@@ -97,12 +104,16 @@ def run_up(args: argparse.Namespace) -> int:
     if args.concurrency:
         env["WORKER_CONCURRENCY"] = str(args.concurrency)
     settings = load_settings(env)
+    # The web tier reads the catalog as it starts: a bad one stops `up` here instead, as a
+    # configuration error with its own message, before anything is started.
+    load_catalog(settings.models_catalog)
     stack = Stack(
         settings=settings,
         host=args.host,
         port=args.port,
         web_argv=gunicorn_argv(args.host, args.port, options=UP_WEB_OPTIONS),
         worker_argv=worker_argv(settings.worker_concurrency),
+        verbose=args.verbose,
     )
     return stack.run()
 

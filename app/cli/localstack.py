@@ -17,9 +17,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from app import migrate
+from app.cli.preflight import PreflightError, check_dir, check_port, database_failure
 from app.settings import Settings
 
 STOP_TIMEOUT_S = 15.0
@@ -53,10 +57,18 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Child:
-    """A process the supervisor started and must stop."""
+    """A process the supervisor started and must stop; `log` is where its output goes
+    (None: the terminal, with `-v`)."""
 
     name: str
     proc: subprocess.Popen[bytes]
+    log: Path | None = None
+
+    def failure(self, what: str) -> str:
+        """`what` happened to this child, with the end of its log to say why."""
+        if self.log is None:
+            return what
+        return f"{what}; the end of its log ({self.log}):\n{_tail(self.log)}"
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM, then SIGKILL if it will not go."""
@@ -84,15 +96,23 @@ class Stack:
     _stop: threading.Event = field(default_factory=threading.Event)
     web_argv: Sequence[str] = field(kw_only=True)
     worker_argv: Sequence[str] = field(kw_only=True)
+    # The children's output goes to DATA_DIR/logs/<name>.log, so the terminal keeps the
+    # banner; `modelpull up -v` lets it through to the terminal instead.
+    verbose: bool = False
 
     def _spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
-        proc = subprocess.Popen(
-            list(argv),
-            env=dict(env),
-            start_new_session=True,  # the terminal's Ctrl-C reaches us only; we stop children
-            preexec_fn=_die_with_parent,
-        )
-        child = Child(name, proc)
+        log = None if self.verbose else self.settings.log_dir / f"{name}.log"
+        with contextlib.ExitStack() as files:
+            output = files.enter_context(log.open("ab")) if log else None
+            proc = subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                stdout=output,
+                stderr=output,
+                start_new_session=True,  # the terminal's Ctrl-C reaches us only; we stop children
+                preexec_fn=_die_with_parent,
+            )
+        child = Child(name, proc, log)
         self.children.append(child)
         return child
 
@@ -125,7 +145,8 @@ class Stack:
             "--appendonly", "no",
             "--dir", str(run_dir),
             "--loglevel", "warning",
-            "--logfile", str(self.settings.log_dir / "redis.log"),
+            # Redis writes its own log file; "" is its standard output (the terminal, -v).
+            "--logfile", "" if self.verbose else str(self.settings.log_dir / "redis.log"),
         ]  # fmt: skip
         child = self._spawn("redis", argv, os.environ)
         _wait_until(lambda: _redis_pings(port), "redis", child)
@@ -147,36 +168,60 @@ class Stack:
         """Signal handler: ask the main loop to stop everything."""
         self._stop.set()
 
+    def preflight(self) -> None:
+        """Everything that would stop the start, checked before a process is started: the
+        port is free, DATA_DIR and MODELS_DIR can be created and written."""
+        check_port(self.host, self.port)
+        check_dir("DATA_DIR", self.settings.data_dir)
+        check_dir("MODELS_DIR", self.settings.models_dir)
+        check_dir("DATA_DIR", self.settings.log_dir)
+
+    def start(self) -> tuple[str, str]:
+        """Start everything in order; returns the web tier's URL and the sign-in token."""
+        redis_url = self.start_redis()
+        try:
+            migrate.upgrade(self.settings.database_url)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StartError(database_failure(self.settings.database_url, exc)) from None
+        env = self.child_env(redis_url)
+        self.start_worker(env)
+        token = login_token(self.settings)
+        return self.start_web(env), token
+
+    def banner(self, url: str, token: str) -> str:
+        """What `up` prints once everything answers: the URL and the token come last, so
+        they are what the terminal shows."""
+        if self.verbose:
+            logs = "shown here (-v)"
+        else:
+            logs = f"{self.settings.log_dir} (web, worker, redis; -v shows them here)"
+        return (
+            "modelpull is up (Ctrl-C to stop)\n"
+            f"  models: {self.settings.models_dir}\n"
+            f"  data:   {self.settings.data_dir}\n"
+            f"  logs:   {logs}\n"
+            "\n"
+            f"Open {url} and sign in with this token:\n"
+            f"  {token}"
+        )
+
     def run(self) -> int:
         """Start everything, wait for a stop signal or a child's death, stop everything."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self.request_stop)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings.models_dir.mkdir(parents=True, exist_ok=True)
         status = 0
         try:
-            redis_url = self.start_redis()
-            migrate.upgrade(self.settings.database_url)
-            env = self.child_env(redis_url)
-            self.start_worker(env)
-            token = login_token(self.settings)
-            url = self.start_web(env)
-            print(f"modelpull is up: {url}  (Ctrl-C to stop)", file=self.out, flush=True)
-            print(f"  sign in at {url}/login with the token: {token}", file=self.out, flush=True)
-            print(f"  models: {self.settings.models_dir}", file=self.out, flush=True)
-            print(f"  data:   {self.settings.data_dir}", file=self.out, flush=True)
+            self.preflight()
+            url, token = self.start()
+            print(self.banner(url, token), file=self.out, flush=True)
             while not self._stop.wait(0.2):
                 dead = next((c for c in self.children if c.proc.poll() is not None), None)
                 if dead is not None:
-                    print(
-                        f"modelpull: {dead.name} exited with status {dead.proc.returncode}; "
-                        "stopping",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    said = dead.failure(f"{dead.name} exited with status {dead.proc.returncode}")
+                    print(f"modelpull: {said}\nmodelpull: stopping", file=sys.stderr, flush=True)
                     status = 1
                     break
-        except StartError as exc:
+        except (StartError, PreflightError) as exc:
             print(f"modelpull: {exc}", file=sys.stderr, flush=True)
             status = 1
         finally:
@@ -200,11 +245,21 @@ def _wait_until(ready: Callable[[], bool], name: str, child: Child) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.proc.poll() is not None:
-            raise StartError(f"{name} exited during start with status {child.proc.returncode}")
+            what = f"{name} exited during start with status {child.proc.returncode}"
+            raise StartError(child.failure(what))
         if ready():
             return
         time.sleep(0.05)
     raise StartError(f"{name} did not become ready within {START_TIMEOUT_S:.0f} s")
+
+
+def _tail(path: Path, lines: int = 10) -> str:
+    """The last lines of a log, indented, for a message about the process that wrote it."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in text.splitlines()[-lines:]) or "  (empty)"
 
 
 def _redis_pings(port: int) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify
@@ -21,9 +23,20 @@ def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
 
 
+def _models_dir_check(path: Path) -> str:
+    """The models_dir check: ok when this process may create files in MODELS_DIR, or create
+    MODELS_DIR itself (a worker makes it on its first download). A read-only folder, or one
+    under a file, fails every download."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is not None and existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return "ok"
+    return f"not writable: {path}"
+
+
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """200 when the job store and Redis answer; 503 naming what does not."""
+    """200 when the job store and Redis answer and MODELS_DIR is writable; 503 naming what
+    is not."""
     state = state_of(current_app)
     checks: dict[str, str] = {}
     try:
@@ -37,11 +50,13 @@ def readyz() -> ResponseReturnValue:
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {type(exc).__name__}"
-    failing = [name for name, result in checks.items() if result != "ok"]
-    if failing:
-        body = jsonify(
-            error="not_ready", message=f"{' and '.join(failing)} unreachable", checks=checks
-        )
+    checks["models_dir"] = _models_dir_check(state.settings.models_dir)
+    unreachable = [name for name in ("database", "redis") if checks[name] != "ok"]
+    problems = [f"{' and '.join(unreachable)} unreachable"] if unreachable else []
+    if checks["models_dir"] != "ok":
+        problems.append(f"MODELS_DIR {checks['models_dir']}")
+    if problems:
+        body = jsonify(error="not_ready", message="; ".join(problems), checks=checks)
         return body, 503
     return jsonify(status="ready", checks=checks)
 

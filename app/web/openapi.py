@@ -358,7 +358,7 @@ def document() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Readiness: the job store and Redis answer",
+                    "summary": "Readiness: the job store and Redis answer, MODELS_DIR is writable",
                     "security": [],
                     "responses": {
                         "200": {"description": "Ready"},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -14,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from app import migrate
 from app.cli.localstack import free_port
 from app.digest import sha256_file
+from tests.support import wait_for
 
 MODELPULL = [sys.executable, "-m", "app.cli"]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _children(pid: int) -> set[int]:
@@ -57,68 +61,115 @@ def _assert_all_gone(pids: set[int], timeout: float = 5) -> None:
     assert not [p for p in pids if _alive(p)], "processes left behind"
 
 
-def _start(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+def _env(**extra: str) -> dict[str, str]:
+    """The runner's environment without a job store or Redis of its own."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "DATA_DIR", "MODELS_DIR")
+    }
+    env.update(extra)
+    return env
+
+
+def _start(tmp_path: Path, port: int, *options: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*MODELPULL, "up", "--port", str(port), "--data-dir", "state", "--models-dir", "models"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+        [*MODELPULL, "up", "--port", str(port), "--data-dir", "state", "--models-dir", "models",
+         *options],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str) -> str:
-    """The first line of stdout holding `marker`: the children share the supervisor's stdout,
-    so the worker's Celery banner may come before or between its lines."""
+# What `up` prints once everything answers; the URL and the token are the last two lines.
+BANNER = """\
+modelpull is up (Ctrl-C to stop)
+  models: {models}
+  data:   {data}
+  logs:   {logs}
+
+Open {url} and sign in with this token:
+"""
+
+
+def _read_banner(proc: subprocess.Popen[str]) -> tuple[str, str, str]:
+    """Everything `up` printed up to and including the token line, the URL and the token."""
     assert proc.stdout is not None
-    seen = []
+    lines: list[str] = []
     for line in iter(proc.stdout.readline, ""):
-        if marker in line:
-            return line
-        seen.append(line)
-    raise AssertionError(f"no {marker!r} in the output {seen!r}")
+        lines.append(line)
+        if len(lines) >= 2 and lines[-2].endswith(" and sign in with this token:\n"):
+            url = lines[-2].split()[1]
+            return "".join(lines), url, line.strip()
+    raise AssertionError(f"no banner in the output {lines!r}")
 
 
-def _wait_for_banner(proc: subprocess.Popen[str]) -> str:
-    line = _read_until(proc, "modelpull is up:")
-    return line.split("modelpull is up:", 1)[1].split()[0]
+def _stop(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM) -> tuple[str, str]:
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    return out, err
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+def test_up_serves_prints_url_and_token_last_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     proc = _start(tmp_path, port)
     try:
-        url = _wait_for_banner(proc)
-        assert url == f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+        shown, url, token = _read_banner(proc)
+        state, logs = tmp_path / "state", tmp_path / "state" / "logs"
+        # Nothing but the banner reached the terminal: the worker's Celery banner, gunicorn's
+        # and Redis's lines are in DATA_DIR/logs, which the banner names.
+        assert (
+            shown
+            == BANNER.format(
+                models=tmp_path / "models",
+                data=state,
+                logs=f"{logs} (web, worker, redis; -v shows them here)",
+                url=f"http://127.0.0.1:{port}",
+            )
+            + f"  {token}\n"
+        )
+        with urllib.request.urlopen(f"{url}/readyz", timeout=5) as resp:
             assert resp.status == 200
-        token_line = _read_until(proc, "/login with the token:")
-        token = token_line.rsplit(" ", 1)[1].strip()
-        assert f"{url}/login" in token_line and token.startswith("mp_")
+        assert token.startswith("mp_")
         # The printed token signs in: the API answers it.
         request = urllib.request.Request(
             f"{url}/api/models", headers={"Authorization": f"Bearer {token}"}
         )
         with urllib.request.urlopen(request, timeout=5) as resp:
             assert resp.status == 200
-        assert (tmp_path / "state" / "login_token").read_text().strip() == token
+        assert (state / "login_token").read_text().strip() == token
         # The SQLite job store was created and migrated in the data dir it was given.
-        db = tmp_path / "state" / "modelpull.db"
-        with sqlite3.connect(db) as conn:
+        with sqlite3.connect(state / "modelpull.db") as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"download_job", "download_file", "alembic_version"} <= tables
         assert (tmp_path / "models").is_dir()
+        assert f"Listening at: http://127.0.0.1:{port}" in (logs / "web.log").read_text()
+        wait_for(lambda: " ready." in (logs / "worker.log").read_text(), 30, "the worker")
         children = _children(proc.pid)
         assert len(children) >= 2  # redis and gunicorn (with its worker)
 
-        proc.send_signal(sig)
-        out, err = proc.communicate(timeout=30)
+        out, err = _stop(proc)
         assert proc.returncode == 0, err
-        assert "modelpull stopped" in out
+        assert (out, err) == ("modelpull stopped\n", "")
+        _assert_all_gone(children)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.timeout(90)
+def test_up_verbose_shows_the_logs_in_the_terminal_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = _start(tmp_path, free_port(), "-v")
+    try:
+        shown, _, _ = _read_banner(proc)
+        assert "  logs:   shown here (-v)\n" in shown
+        children = _children(proc.pid)
+        out, err = _stop(proc, signal.SIGINT)
+        assert proc.returncode == 0, err
+        assert out.endswith("modelpull stopped\n")
+        assert "Listening at:" in err  # gunicorn's log, on the terminal
+        assert "worker.log" not in os.listdir(tmp_path / "state" / "logs")
         _assert_all_gone(children)
     finally:
         if proc.poll() is None:
@@ -128,10 +179,9 @@ def test_up_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> Non
 
 @pytest.mark.timeout(60)
 def test_up_stops_everything_when_a_part_dies(tmp_path: Path) -> None:
-    port = free_port()
-    proc = _start(tmp_path, port)
+    proc = _start(tmp_path, free_port())
     try:
-        _wait_for_banner(proc)
+        _read_banner(proc)
         children = _children(proc.pid)
         redis = next(
             p for p in children if b"redis-server" in Path(f"/proc/{p}/cmdline").read_bytes()
@@ -139,8 +189,83 @@ def test_up_stops_everything_when_a_part_dies(tmp_path: Path) -> None:
         os.kill(redis, signal.SIGKILL)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 1
-        assert "redis exited" in err
+        log = tmp_path / "state" / "logs" / "redis.log"
+        assert err.startswith(
+            f"modelpull: redis exited with status -9; the end of its log ({log}):\n"
+        )
+        assert err.endswith("modelpull: stopping\n")
         assert not [p for p in children if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _up_fails(tmp_path: Path, *options: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MODELPULL, "up", *options],
+        cwd=tmp_path,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_port_in_use_stops_up_before_anything_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _up_fails(tmp_path, "--port", str(port))
+    assert result.returncode == 1
+    assert (
+        result.stderr == f"modelpull: port {port} is already in use; choose another with --port\n"
+    )
+    assert result.stdout == ""  # never "modelpull is up"
+    assert not (tmp_path / "data").exists()  # nothing was started or created
+
+
+@pytest.mark.parametrize("variable", ["MODELS_DIR", "DATA_DIR"])
+def test_a_folder_that_cannot_be_created_stops_up(tmp_path: Path, variable: str) -> None:
+    # Even root cannot make a folder under a regular file.
+    (tmp_path / "afile").write_text("")
+    folder = tmp_path / "afile" / "sub"
+    result = _up_fails(tmp_path, "--port", str(free_port()), **{variable: str(folder)})
+    assert result.returncode == 1
+    assert (result.stdout, result.stderr) == (
+        "",
+        f"modelpull: {variable} {folder} cannot be created: Not a directory\n",
+    )
+    result = _up_fails(tmp_path, "--port", str(free_port()), **{variable: str(tmp_path / "afile")})
+    assert result.stderr == f"modelpull: {variable} {tmp_path / 'afile'} is not a folder\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_a_folder_that_cannot_be_written_stops_up(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir(mode=0o555)
+    result = _up_fails(tmp_path, "--port", str(free_port()), MODELS_DIR=str(models))
+    assert result.returncode == 1
+    assert result.stderr == f"modelpull: MODELS_DIR {models} is not writable: Permission denied\n"
+
+
+@pytest.mark.timeout(90)
+def test_make_up_takes_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    args = f"ARGS=--data-dir {tmp_path / 'state'} --models-dir {tmp_path / 'models'}"
+    # -o: never reinstall here, whatever the stamp's age.
+    proc = subprocess.Popen(
+        ["make", "-s", "-o", ".venv/.installed", "up", f"PORT={port}", args],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        _, url, _ = _read_banner(proc)
+        assert url == f"http://127.0.0.1:{port}"
+        out, err = _stop(proc)
+        # make hands SIGTERM to modelpull, waits for it, then dies of the signal itself.
+        assert proc.returncode == -signal.SIGTERM, err
+        assert (out, err) == ("modelpull stopped\n", "")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -161,6 +286,17 @@ def test_a_bad_setting_stops_up_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "d").exists()
 
 
+def test_a_catalog_that_cannot_be_read_stops_up_before_anything_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    result = _up_fails(tmp_path, "--port", str(free_port()), MODELS_CATALOG=str(missing))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"modelpull: configuration error: {missing}: cannot read the models catalog: "
+        "No such file or directory\n"
+    )
+    assert not (tmp_path / "data").exists()
+
+
 def test_db_upgrade_migrates_the_configured_database(tmp_path: Path) -> None:
     env = dict(os.environ, DATA_DIR=str(tmp_path / "data"))
     env.pop("DATABASE_URL", None)
@@ -171,7 +307,7 @@ def test_db_upgrade_migrates_the_configured_database(tmp_path: Path) -> None:
     assert "database is at revision head" in result.stdout
     with sqlite3.connect(tmp_path / "data" / "modelpull.db") as conn:
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-    assert version == "0004"
+    assert [version] == migrate.heads()
 
 
 @pytest.mark.timeout(150)
@@ -196,8 +332,7 @@ def test_up_then_pull_z_image_turbo_through_the_cli(tmp_path: Path, hub: Any) ->
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        url = _wait_for_banner(proc)
-        token = _read_until(proc, "/login with the token:").rsplit(" ", 1)[1].strip()
+        _, url, token = _read_banner(proc)
         children = _children(proc.pid)
         client_env = dict(env, MODELPULL_URL=url, MODELPULL_TOKEN=token)
 
@@ -206,30 +341,42 @@ def test_up_then_pull_z_image_turbo_through_the_cli(tmp_path: Path, hub: Any) ->
                 [*MODELPULL, *args], env=client_env, capture_output=True, text=True, timeout=120
             )
 
-        before = cli("models")
-        assert (
-            before.returncode == 0
-            and "z-image-turbo" in before.stdout
-            and "missing" in before.stdout
-        )
+        def sizes_known() -> subprocess.CompletedProcess[str] | None:
+            shown = cli("models")
+            assert shown.returncode == 0, shown.stderr
+            return None if "still being learnt" in shown.stdout else shown
+
+        # The sizes are learnt from the Hub in the background as the service starts.
+        before = wait_for(sizes_known, 30, "the catalog's sizes")
+        row = next(line for line in before.stdout.splitlines() if "│ z-image-turbo" in line)
+        assert "│ missing │ 21.0 MiB │" in row
         pulled = cli("pull", "z-image-turbo")
         assert pulled.returncode == 0, pulled.stdout + pulled.stderr
-        assert "done" in pulled.stdout
+        job_id = pulled.stdout.split()[1].rstrip(":")
+        lines = pulled.stdout.splitlines()
+        assert lines[0] == f"job {job_id}: 3 files, 21.0 MiB"
+        assert lines[-1] == f"done: job {job_id}, 21.0 MiB"
         for (repo, name), _ in sizes.items():
             path = tmp_path / "models" / name
             assert sha256_file(path) == hub.file_info(repo, name).sha256
         again = cli("pull", "z-image-turbo")
         assert again.returncode == 0 and "already present" in again.stdout
-        job_id = pulled.stdout.split()[1].rstrip(":")
         assert "completed" in cli("status", job_id).stdout
-        assert job_id in cli("jobs").stdout
+        assert job_id[:12] in cli("jobs").stdout
         missing = cli("pull", "org/none", "x.gguf")
-        assert missing.returncode == 1 and "was not found" in missing.stdout
+        assert missing.returncode == 1
+        failed_id = missing.stdout.split()[1].rstrip(":")
+        report = missing.stdout.split(f"failed: job {failed_id}\n", 1)[1]
+        assert report.startswith("  org/none/x.gguf: repository org/none was not found")
+        # The error names the file once, in the report and in `status`.
+        assert missing.stdout.count("org/none/x.gguf") == 1
+        assert cli("status", failed_id[:8]).stdout.count("org/none/x.gguf") == 1
         refused = subprocess.run(
             [*MODELPULL, "models", "--token", "wrong-token-value"],
             env=client_env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        assert refused.returncode == 1 and "refused the token" in refused.stdout
+        assert refused.returncode == 1
+        assert refused.stderr == "modelpull: the service refused the token from --token\n"
 
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

@@ -56,6 +56,21 @@ def test_remote_commands_share_the_url_and_token_options() -> None:
         assert (args.url, args.token) == ("http://h:1", "t")
 
 
+def test_url_and_token_go_before_or_after_the_command() -> None:
+    parser = build_parser()
+    for argv in (
+        ["--url", "http://h:1", "--token", "t", "jobs"],
+        ["jobs", "--url", "http://h:1", "--token", "t"],
+        ["--url", "http://h:1", "status", "abcd", "--token", "t"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.url, args.token) == ("http://h:1", "t"), argv
+    # Both: the one after the command wins, and neither is reset to the other's default.
+    args = parser.parse_args(["--url", "http://before:1", "models", "--url", "http://after:2"])
+    assert args.url == "http://after:2"
+    assert parser.parse_args(["models"]).url is None  # MODELPULL_URL then decides
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([])

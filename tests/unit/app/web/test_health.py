@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from app.settings import Settings
 from tests.support import RedisServer
 from tests.webapp import AUTH
 
@@ -15,7 +19,7 @@ def test_liveness_and_readiness_need_no_credentials(client: FlaskClient) -> None
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert ready.get_json()["checks"] == {"database": "ok", "redis": "ok", "models_dir": "ok"}
 
 
 def test_readiness_names_what_is_down(client: FlaskClient, redis_server: RedisServer) -> None:
@@ -27,9 +31,61 @@ def test_readiness_names_what_is_down(client: FlaskClient, redis_server: RedisSe
     assert body["checks"]["database"] == "ok"
 
 
+def test_readiness_fails_while_models_dir_cannot_be_written(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    models = web_settings.models_dir
+    models.rmdir()
+    assert client.get("/readyz").status_code == 200  # missing: a worker creates it
+    models.write_bytes(b"")  # a file where the folder should be: nothing can go in
+    resp = client.get("/readyz")
+    assert resp.status_code == 503
+    body = resp.get_json()
+    assert body["checks"] == {
+        "database": "ok",
+        "redis": "ok",
+        "models_dir": f"not writable: {models}",
+    }
+    assert body["message"] == f"MODELS_DIR not writable: {models}"
+    # Under that file, it cannot even be created.
+    deeper = dataclasses.replace(web_settings, models_dir=models / "sub")
+    client.application.extensions["modelpull"].settings = deeper
+    assert client.get("/readyz").get_json()["checks"]["models_dir"] == (
+        f"not writable: {models / 'sub'}"
+    )
+    client.application.extensions["modelpull"].settings = web_settings
+    models.unlink()
+    models.mkdir()
+    assert client.get("/readyz").status_code == 200
+
+
+def test_readiness_names_every_problem_once(
+    client: FlaskClient, web_settings: Settings, redis_server: RedisServer
+) -> None:
+    redis_server.stop()
+    web_settings.models_dir.rmdir()
+    web_settings.models_dir.write_bytes(b"")
+    body = client.get("/readyz").get_json()
+    assert (
+        body["message"] == f"redis unreachable; MODELS_DIR not writable: {web_settings.models_dir}"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any folder")
+def test_readiness_fails_for_a_read_only_models_dir(
+    client: FlaskClient, web_settings: Settings
+) -> None:
+    web_settings.models_dir.chmod(0o555)
+    try:
+        assert client.get("/readyz").status_code == 503
+    finally:
+        web_settings.models_dir.chmod(0o755)
+
+
 def test_metrics_in_prometheus_format(client: FlaskClient) -> None:
-    for _ in range(2):
-        client.post("/api/downloads", headers=AUTH, json={"repo": "org/r", "files": ["a", "b"]})
+    for n in range(2):  # two jobs: the same files again would be the same job
+        body = {"repo": "org/r", "files": [f"a{n}", f"b{n}"]}
+        client.post("/api/downloads", headers=AUTH, json=body)
     assert client.get("/metrics").status_code == 401
     resp = client.get("/metrics", headers=AUTH)
     assert resp.mimetype == "text/plain"
