@@ -137,7 +137,8 @@ def settle_job(session: Session, job_id: str, *, now: datetime | None = None) ->
     failed = [r for r in rows if r.status is F.FAILED]
     if status is JobStatus.FAILED and failed:
         first = failed[0]
-        job.error = f"{len(failed)} of {len(rows)} files failed; {first.file_name}: {first.error}"
+        files = "file" if len(rows) == 1 else "files"
+        job.error = f"{len(failed)} of {len(rows)} {files} failed; {first.file_name}: {first.error}"
     elif status is not JobStatus.CANCELLED:
         job.error = None
     job.status = status

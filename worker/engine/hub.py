@@ -164,7 +164,8 @@ def hub_error(
             **kw,
         )
     if status == 404:
-        return EntryNotFoundError(f"{repo}/{file} at {revision} was not found", **kw)
+        # The error's text starts with repo/file already.
+        return EntryNotFoundError(f"not found at {revision}", **kw)
     if status == 403:
         return UnauthorizedError(f"the Hub refused access to {repo}: {message}".strip(), **kw)
     return PermanentDownloadError(f"the Hub answered {status} {message}".strip(), **kw)

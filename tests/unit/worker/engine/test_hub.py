@@ -91,7 +91,7 @@ def _response(status: int, **headers: str) -> requests.Response:
         (404, {"X-Error-Code": "RepoNotFound"}, True, RepoNotFoundError, "can read it"),
         (401, {}, False, UnauthorizedError, "requires a token"),
         (401, {}, True, UnauthorizedError, "rejected HF_TOKEN"),
-        (404, {}, False, EntryNotFoundError, "was not found"),
+        (404, {}, False, EntryNotFoundError, "o/r/f: not found at main (HTTP 404)"),
         (403, {"X-Error-Message": "blocked"}, False, UnauthorizedError, "refused access"),
         (400, {}, False, PermanentDownloadError, "answered 400"),
         (503, {"Retry-After": "4"}, False, TransientHttpError, "will retry"),
