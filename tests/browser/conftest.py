@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+
+from app.cli.launch import gunicorn_argv
+from app.cli.localstack import free_port
+from tests.hub import GeneratedFile
+from tests.stack import ROOT, Stack
+from tests.support import wait_for
 
 ARGS = [
     "--headless=new",
@@ -54,3 +63,97 @@ def page(browser: Any) -> Iterator[Any]:
     pg.problems = problems
     yield pg
     context.close()
+
+
+# --- helpers of the live dashboard tests (tests/browser/test_live_*.py) --------------------
+
+TOKEN = "browser-test-token-0123456789"
+# gunicorn's graceful stop waits for open WebSockets; a test stopping the web tier should not.
+WEB_OPTIONS = ("--graceful-timeout", "1")
+
+
+class Api:
+    """The service's HTTP API, as the CLI would call it (bearer token)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def get(self, path: str) -> Any:
+        resp = self.session.get(f"{self.url}{path}", timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        resp = self.session.post(f"{self.url}{path}", json=body, timeout=10)
+        assert resp.status_code < 300, resp.text
+        return resp.json()
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.get(f"/api/models/download/status/{job_id}")
+        return body
+
+    def download(self, repo: str, *files: str) -> dict[str, Any]:
+        """Start an ad-hoc job (POST /api/downloads), as the repo picker or the CLI does."""
+        body: dict[str, Any] = self.post("/api/downloads", {"repo": repo, "files": list(files)})
+        return body
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float = 30) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in statuses else None
+
+        found: dict[str, Any] = wait_for(reached, timeout, f"job {job_id} to be {statuses}", 0.1)
+        return found
+
+
+def start_web(stack: Stack, port: int | None = None, **env: str) -> str:
+    """The stack's web tier (as Stack.start_web) on a given port, so a test can stop it and
+    start it again where the open page expects it; returns its base URL."""
+    port = port or free_port()
+    log = open(stack.logs / "web.log", "ab")  # noqa: SIM115 (lives with the process)
+    argv = gunicorn_argv("127.0.0.1", port, threads=16, options=WEB_OPTIONS)
+    env = {"API_TOKEN": TOKEN, **env}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=stack.env(**env), stdout=log, stderr=log)
+    stack.workers["web"] = proc
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, (stack.logs / "web.log").read_text()
+        try:
+            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_for(up, 30, "the web server to start", every=0.1)
+    return url
+
+
+def stop_web(stack: Stack) -> None:
+    """Stop the web tier (every open WebSocket drops with it)."""
+    proc = stack.workers.pop("web")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(20)
+
+
+def sign_in(page: Any, url: str, path: str = "/models") -> None:
+    """Sign in with the token and land on `path`, its script done loading."""
+    page.goto(f"{url}{path}")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}{path}")
+    page.wait_for_load_state("load")  # module scripts have run
+
+
+def hold(page: Any, locator: Any, ms: int = 250) -> None:
+    """Press a control and hold it `ms` before letting go, as a person does."""
+    locator.hover()
+    page.mouse.down()
+    page.wait_for_timeout(ms)
+    page.mouse.up()
+
+
+def files(count: int, size: int, seed: int) -> dict[str, GeneratedFile]:
+    """`count` generated files of `size` bytes: part-1.bin, part-2.bin, ..."""
+    return {f"part-{i + 1}.bin": GeneratedFile(size=size, seed=seed + i) for i in range(count)}

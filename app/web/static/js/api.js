@@ -1,4 +1,6 @@
-// Talking to the API with the session cookie (and its CSRF token), and human units.
+// Talking to the API with the session cookie (and its CSRF token), human units, and small
+// DOM helpers: el() builds a node, the set*() helpers change one only when the value differs
+// (live pages update nodes in place, many times a second, without churning the DOM).
 
 const csrf = document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 
@@ -16,8 +18,13 @@ export async function api(path, { method = "GET", body } = {}) {
     window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
     throw new Error("signed out");
   }
-  const data = resp.status === 204 ? null : await resp.json();
-  if (!resp.ok) throw new Error(data?.message ?? `HTTP ${resp.status}`);
+  // A proxy's HTML error page is not JSON: the status then speaks for itself.
+  const data = resp.status === 204 ? null : await resp.json().catch(() => null);
+  if (!resp.ok) {
+    const err = new Error(data?.message ?? `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
+  }
   return data;
 }
 
@@ -57,4 +64,16 @@ export function el(tag, attrs = {}, ...children) {
     if (child !== null && child !== undefined) node.append(child);
   }
   return node;
+}
+
+export function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+export function setAttr(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
+export function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
 }
