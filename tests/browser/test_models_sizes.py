@@ -192,6 +192,20 @@ def test_the_download_button_follows_the_job_and_a_second_ask_shows_it(
     page.evaluate("window.scrollTo(0, 0); document.activeElement.blur()")
     readme_shot(page, "download.png")
 
+    # A file that lands while its job goes on is present on the model at once.
+    page.wait_for_function(
+        """jobId => {
+            const row = [...document.querySelectorAll(
+                'li.model[data-model=z-image-turbo] li[data-state]')]
+                .find(li => li.textContent.startsWith('ae.safetensors'));
+            const job = document.querySelector(
+                `#jobs-live article.job[data-job='${jobId}'] header .state`);
+            return row?.dataset.state === 'present' && job?.dataset.state === 'downloading';
+        }""",
+        arg=job_id,
+        timeout=60_000,
+    )
+
     # A job started elsewhere (CLI, API) shows on the button too, without a reload.
     requests.post(
         f"{url}/api/models/qwen3-4b-instruct/download",

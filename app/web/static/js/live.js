@@ -104,6 +104,7 @@ export class LiveJobs {
     this.dismissed = loadDismissed();
     this.frame = null;
     this.notifying = false;
+    this.filesDone = new Set(); // fileIds seen completed: a model's file is on disk now
     this.feed = new JobFeed({
       onUpdate: (u) => this.updated(u),
       onSnapshot: () => this.loadRecent(),
@@ -150,6 +151,7 @@ export class LiveJobs {
     }
   }
 
+  // callback(jobs) after a job's status changes or one of its files completes.
   onChange(callback) {
     this.listeners.push(callback);
   }
@@ -166,7 +168,11 @@ export class LiveJobs {
     }
     if (ACTIVE.has(job.status) && this.dismissed.delete(job.jobId)) this.saveDismissed();
     this.schedule();
-    if (statusChanged && !this.notifying) {
+    // A file that completes changes what is on disk (the models page's present marks), even
+    // while its job goes on.
+    const fileDone = job.files.some((f) => f.status === "completed" && !this.filesDone.has(f.fileId));
+    for (const f of job.files) if (f.status === "completed") this.filesDone.add(f.fileId);
+    if ((statusChanged || fileDone) && !this.notifying) {
       // One call for a burst of changes (a snapshot changes many jobs at once).
       this.notifying = true;
       queueMicrotask(() => {

@@ -21,6 +21,7 @@ toggle.checked = window.localStorage.getItem(STORAGE_KEY) === "true";
 let models = [];
 let metadataPending = false;
 let refetch = null;
+let reload = null;
 
 function fileState(file) {
   if (file.present) return "present";
@@ -215,6 +216,9 @@ if (typeof live.onChange === "function") {
   live.onChange((jobs) => {
     render();
     picker.sync(jobs);
+    // A file may have landed: ask again what is on disk (one request for a burst).
+    clearTimeout(reload);
+    reload = setTimeout(load, 300);
   });
 }
 
