@@ -99,12 +99,15 @@ def parse_repo_ref(text: object, *, endpoint: str, revision: str = "main") -> Re
         if url.netloc.lower() not in HUB_HOSTS | {endpoint_host}:
             raise ValidationError("id", f"{url.netloc!r} is not the Hugging Face Hub")
         parts = [unquote(p) for p in url.path.split("/") if p]
+        # A page of the Hub: its first part may name the kind of repo.
+        if parts and parts[0] in ("datasets", "spaces"):
+            raise ValidationError(
+                "id", "only model repos can be downloaded, not datasets or spaces"
+            )
+        if parts and parts[0] == "models":
+            parts = parts[1:]
     else:
         parts = [p for p in raw.split("/") if p]
-    if parts and parts[0] in ("datasets", "spaces"):
-        raise ValidationError("id", "only model repos can be downloaded, not datasets or spaces")
-    if parts and parts[0] == "models":
-        parts = parts[1:]
     if len(parts) < 2:
         raise ValidationError("id", f"{text.strip()!r} is not a repo id like org/name")
     try:

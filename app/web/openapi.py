@@ -42,7 +42,6 @@ _JOB_ID = {
     "description": "A job id, or a unique prefix of one (4 hex digits at least)",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{4,32}$"},
 }
-_TEXT = {"type": "string"}
 _MODEL_ID = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
@@ -205,8 +204,19 @@ def document() -> dict[str, Any]:
                     "operationId": "hubRepo",
                     "summary": "A Hub repo's files with sizes, named by repo id or Hub URL",
                     "parameters": [
-                        {"name": "id", "in": "query", "required": True, "schema": _TEXT},
-                        {"name": "revision", "in": "query", "schema": _TEXT},
+                        {
+                            "name": "id",
+                            "in": "query",
+                            "required": True,
+                            "description": "org/name, or a Hub URL: https://huggingface.co/"
+                            "org/name[/blob|resolve|tree/<revision>/<path>]",
+                            "schema": {"type": "string", "pattern": REPO_PATTERN},
+                        },
+                        {
+                            "name": "revision",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": REVISION_PATTERN},
+                        },
                     ],
                     "responses": {
                         "200": _json({"type": "object"}, "The repo's files"),

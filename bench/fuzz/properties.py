@@ -179,6 +179,11 @@ class Properties:
         (method, template), job_id = value
         path = template.format(quote(job_id, safe="", errors="surrogatepass"))
         ex = self.target.send(method, path, headers=self.target.bearer)
+        if self.target.job_with_prefix(job_id):
+            # A cut-short id that is still a unique prefix names the real job (as git's do):
+            # its answer, or 409 for an action its state does not allow.
+            self.target.expect_status(ex, {200, 204, 409})
+            return
         # Never the real job: a mangled id is unknown (or unroutable, or merged slashes).
         self.target.expect_status(ex, {404, 405, 308})
         redirect_stays_local(self.target, ex)

@@ -15,6 +15,7 @@ any suite makes and runs the checks every answer must pass:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -31,14 +32,16 @@ from typing import TYPE_CHECKING, Any
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, inspect, update
+from sqlalchemy import Engine, inspect, select, update
 
 from app import create_app, jobs, migrate
 from app.db import make_engine, make_session_factory
 from app.dispatch import QUEUE, Dispatcher
-from app.models import DownloadFile, FileStatus
+from app.models import DownloadFile, DownloadJob, FileStatus
 from app.settings import Settings
 from bench.fuzz.tally import Tally
+from tests.hub.samples import add_sample_repos
+from tests.hub.server import ImitationHub
 from tests.support import RedisServer
 from tests.webapp import web_settings
 
@@ -171,9 +174,15 @@ class Target:
         self.redis.start()
         db_url = f"sqlite:///{workdir / 'jobs.db'}"
         migrate.upgrade(db_url)
+        # A Hub on loopback for the repo picker and the sizes of ad-hoc jobs: the sample
+        # repos, so a fuzzed repo id is either one of them or unknown (404), never a 5xx.
+        self.hub = ImitationHub(data_dir=workdir / "hub", cache_dir=workdir / "hub-cache")
+        self.hub.start()
+        add_sample_repos(self.hub)
         # The tests' small catalog; the random canary is the API token.
-        self.settings = web_settings(
-            workdir, database_url=db_url, redis_url=self.redis.url, api_token=secret
+        self.settings = dataclasses.replace(
+            web_settings(workdir, database_url=db_url, redis_url=self.redis.url, api_token=secret),
+            hf_endpoint=self.hub.url,
         )
         self.dispatcher = CountingDispatcher(self.settings)
         self.app: Flask = create_app(self.settings, dispatcher=self.dispatcher)
@@ -193,6 +202,18 @@ class Target:
         self.app.extensions["modelpull"].relay.stop()
         self.engine.dispose()
         self.redis.stop()
+        self.hub.stop()
+
+    def job_with_prefix(self, text: str) -> bool:
+        """Whether `text` is a unique prefix of a job's id (4 hex digits or more): a name of
+        that job, as much as its whole id."""
+        if not re.fullmatch(r"[0-9a-f]{4,32}", text, re.ASCII):
+            return False
+        with self.sessions() as session:
+            found = session.scalars(
+                select(DownloadJob.id).where(DownloadJob.id.startswith(text)).limit(2)
+            ).all()
+        return len(found) == 1
 
     def digest(self) -> str:
         """A digest of every row of every table."""

@@ -65,6 +65,7 @@ def test_a_revision_given_apart_applies_unless_the_url_names_one() -> None:
         ("https://github.com/org/name", "'github.com' is not the Hugging Face Hub"),
         ("https://huggingface.co/datasets/org/ds", "only model repos can be downloaded"),
         ("https://huggingface.co/spaces/org/app", "only model repos can be downloaded"),
+        ("hf.co/datasets/org/ds", "only model repos can be downloaded"),
         ("https://huggingface.co/org/name/commits/main", "cannot tell a file or folder"),
         ("https://huggingface.co/org/name/blob/main", "names no file"),
         ("https://huggingface.co/org/name/blob/main/../../etc/passwd", "path "),

@@ -175,7 +175,7 @@ def test_a_file_already_on_disk_is_marked_present(
     [
         ("org/nowhere", 404, "org/nowhere: no such repo on the Hub"),
         ("https://example.com/org/tiny", 400, "id: 'example.com' is not the Hugging Face Hub"),
-        ("datasets/org/ds", 400, "id: only model repos can be downloaded"),
+        ("https://huggingface.co/datasets/org/ds", 400, "id: only model repos can be"),
         ("tiny", 400, "id: 'tiny' is not a repo id like org/name"),
         ("", 400, "id: give a repo id like org/name or a Hub URL"),
         ("https://huggingface.co/org/tiny/blob/main/nope.gguf", 404, "org/tiny has no file"),
