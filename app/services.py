@@ -74,13 +74,14 @@ def start_files_download(
     *,
     model_id: str | None = None,
 ) -> dict[str, Any]:
-    """An ad-hoc job for repo files, committed and enqueued; a job under way that holds all
-    of them instead (`existing: true`) if there is one."""
+    """A job for repo files, committed and enqueued. An ad-hoc request (no `model_id`) gets
+    the job under way that holds all of them instead (`existing: true`), if there is one;
+    two models may share a file, and each has its own job."""
     # Checked before anything is looked up: names come from users.
     files = jobs.validate_specs(files)
     repos = {(f.repo, f.revision) for f in files}
     with factory.begin() as session:
-        if len(repos) == 1:
+        if model_id is None and len(repos) == 1:
             repo, revision = next(iter(repos))
             jobs.lock_creation(session, f"repo:{repo}@{revision}")
             names = [f.file_name for f in files]

@@ -24,7 +24,7 @@ class CatalogRefresher:
     def __init__(self, state: WebState) -> None:
         self.state = state
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="modelpull-sizes", daemon=True)
+        self.thread = threading.Thread(target=self._run, name="web-catalog-sizes", daemon=True)
 
     def _run(self) -> None:
         interval = self.state.settings.catalog_refresh_seconds

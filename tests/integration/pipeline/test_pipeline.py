@@ -117,8 +117,11 @@ def test_two_jobs_for_the_same_file_transfer_it_once(stack: Stack) -> None:
     spec = big_repo(stack, size=24 * MiB, rate=4 * MiB)
     stack.start_worker("w1")
     stack.start_worker("w2")
-    first = stack.submit(spec)
-    second = stack.submit(spec)
+    # Two models that share a file (as z-image-turbo and flux1-schnell share ae.safetensors):
+    # a job each, one transfer.
+    first = stack.submit(spec, model_id="one")
+    second = stack.submit(spec, model_id="two")
+    assert first["jobId"] != second["jobId"]
     for job in (first, second):
         stack.wait_job(job["jobId"], JobStatus.COMPLETED, timeout=90)
     assert (

@@ -51,7 +51,7 @@ def signed_values(stack: Stack) -> list[str]:
 
 def api_job(stack: Stack, job_id: str) -> str:
     """The API's answer for the job, as a client receives it."""
-    settings = dataclasses.replace(stack.settings, api_token=API_TOKEN)
+    settings = dataclasses.replace(stack.settings, api_token=API_TOKEN, catalog_refresh_seconds=0)
     client = create_app(settings).test_client()
     response = client.get(
         f"/api/models/download/status/{job_id}",

@@ -49,6 +49,7 @@ export class JobFeed {
     this.meters = new Map(); // jobId -> RateMeter
     this.checked = new Map(); // jobId -> when its quiet files were last looked up (ms)
     this.fetching = new Map(); // jobId -> whether to fetch again when the answer is in
+    this.announced = new Map(); // jobId -> the state news gave it before the page had it
     this.onUpdate = onUpdate ?? (() => {});
     this.onSnapshot = onSnapshot ?? (() => {});
     this.onTick = onTick ?? (() => {});
@@ -79,7 +80,10 @@ export class JobFeed {
     if (!data?.jobId || message.type === "error" || message.type === "pong") return;
     const job = this.jobs.get(data.jobId);
     if (!job) {
-      // A job this page has not seen (started elsewhere): fetch it whole.
+      // A job this page has not seen (started elsewhere): fetch it whole. If this news says
+      // it is under way, it is: a job that has ended by the time the answer comes (a file
+      // the Hub refuses fails in a moment) ended while this page watched.
+      if (ACTIVE.has(data.status) || MOVING.has(data.status)) this.announced.set(data.jobId, "queued");
       this.fetch(data.jobId);
       return;
     }
@@ -142,7 +146,8 @@ export class JobFeed {
   // and the row's bytes lag the events by up to a second.
   put(fresh, asOf = Date.now()) {
     const old = this.jobs.get(fresh.jobId);
-    const before = old?.status;
+    const before = old?.status ?? this.announced.get(fresh.jobId);
+    this.announced.delete(fresh.jobId);
     const now = Date.now();
     if (old) {
       if ((this.jobHeard.get(fresh.jobId) ?? -1) > asOf) {

@@ -41,7 +41,7 @@ def service(environ: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     database_url = f"sqlite:///{tmp_path / 'jobs.db'}"
     migrate.upgrade(database_url)
     settings = web_settings(tmp_path, database_url=database_url, redis_url=redis_server.url)
-    app = create_app(settings)
+    app = create_app(settings)  # web_settings: no catalog refresher thread
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
