@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.catalog import Catalog
 from app.db import db_now
 from app.hubmeta import HubAnswerError, HubMeta, RepoListing
+from app.jobs import lock_creation
 from app.models import HubFile, HubRepo
 from app.scrub import scrub
 
@@ -36,21 +37,24 @@ class RepoFacts:
     sizes: dict[str, int]
 
 
-def _upsert_repo(
-    session: Session, key: Key, *, commit: str | None, gated: str, error: str | None
-) -> None:
+def _repo_row(session: Session, key: Key) -> HubRepo:
+    """The repo's row, made if it is new. Two processes may meet a repo for the first time at
+    once (two web replicas refreshing, the refresher and the picker): on PostgreSQL an
+    advisory lock lets one insert it and the other see it; SQLite's writers already queue."""
+    lock_creation(session, f"hub:{key[0]}@{key[1]}")
     row = session.get(HubRepo, key)
     if row is None:
-        row = HubRepo(repo=key[0], revision=key[1])
+        row = HubRepo(repo=key[0], revision=key[1], gated="")
         session.add(row)
-    row.commit, row.gated, row.error = commit, gated, scrub(error)
-    row.checked_at = db_now(session)
+    return row
 
 
 def store_listing(session: Session, listing: RepoListing) -> None:
     """Keep a whole listing (the picker's): it replaces what was known of the repo."""
     key = (listing.repo, listing.revision)
-    _upsert_repo(session, key, commit=listing.commit, gated=listing.gated, error=None)
+    row = _repo_row(session, key)
+    row.commit, row.gated, row.error = listing.commit, listing.gated, None
+    row.checked_at = db_now(session)
     session.execute(delete(HubFile).where(HubFile.repo == key[0], HubFile.revision == key[1]))
     session.add_all(
         HubFile(repo=key[0], revision=key[1], path=f.path, size=f.size, lfs=f.lfs)
@@ -58,9 +62,16 @@ def store_listing(session: Session, listing: RepoListing) -> None:
     )
 
 
-def store_sizes(session: Session, key: Key, gated: str, sizes: dict[str, int]) -> None:
-    """Keep the sizes of some files of a repo (the catalog's), replacing theirs only."""
-    _upsert_repo(session, key, commit=None, gated=gated, error=None)
+def store_sizes(
+    session: Session, key: Key, gated: str, sizes: dict[str, int], *, whole: bool = True
+) -> None:
+    """Keep the sizes of some files of a repo, replacing theirs only. `whole`: these are all
+    the files asked about (the catalog's), so an earlier error no longer holds; an ad-hoc
+    job's few files leave the catalog's error as it was."""
+    row = _repo_row(session, key)
+    row.gated, row.checked_at = gated, db_now(session)
+    if whole:
+        row.error = None
     if sizes:
         session.execute(
             delete(HubFile).where(
@@ -74,10 +85,8 @@ def store_sizes(session: Session, key: Key, gated: str, sizes: dict[str, int]) -
 
 def store_error(session: Session, key: Key, error: str) -> None:
     """Say why the Hub could not tell; sizes learnt before are kept."""
-    row = session.get(HubRepo, key)
-    gated = row.gated if row is not None else ""
-    commit = row.commit if row is not None else None
-    _upsert_repo(session, key, commit=commit, gated=gated, error=error)
+    row = _repo_row(session, key)
+    row.error, row.checked_at = scrub(error), db_now(session)
 
 
 def facts(session: Session, keys: Iterable[Key]) -> dict[Key, RepoFacts]:
@@ -97,16 +106,6 @@ def facts(session: Session, keys: Iterable[Key]) -> dict[Key, RepoFacts]:
     for repo, revision, path, size in rows:
         out[(repo, revision)].sizes[path] = size
     return out
-
-
-def fresh_listing(session: Session, key: Key, max_age: timedelta) -> RepoFacts | None:
-    """The known facts of a repo if learnt whole-tree and recently enough, else None."""
-    row = session.get(HubRepo, key)
-    if row is None or row.commit is None or row.error is not None:
-        return None
-    if db_now(session) - row.checked_at > max_age:
-        return None
-    return facts(session, [key]).get(key)
 
 
 def catalog_keys(catalog: Catalog) -> dict[Key, list[str]]:

@@ -200,6 +200,14 @@ class HubMeta:
             resp = self._get(url)
             files += _tree_files(self._json(resp, repo, revision))
             url = _next_link(resp, self.endpoint)
+        if url is not None:
+            # A partial list would give a wrong total and call real files missing.
+            raise HubAnswerError(
+                f"{repo} has more files than the picker lists ({len(files)}+); "
+                "download by name with POST /api/downloads or modelpull pull",
+                status=422,
+                code="too_many_files",
+            )
         return RepoListing(
             repo=repo,
             revision=revision,
@@ -254,10 +262,11 @@ def _tree_files(entries: Any) -> list[RepoFile]:
 
 def _next_link(resp: requests.Response, endpoint: str) -> str | None:
     nxt = resp.links.get("next", {}).get("url")
-    # Only a page on the Hub itself: the token goes with the request.
-    if isinstance(nxt, str) and urlsplit(nxt).netloc == urlsplit(endpoint).netloc:
-        return nxt
-    return None
+    if not isinstance(nxt, str):
+        return None
+    here, there = urlsplit(endpoint), urlsplit(nxt)
+    # Only a page on the Hub itself, over the same scheme: the token goes with the request.
+    return nxt if (there.scheme, there.netloc) == (here.scheme, here.netloc) else None
 
 
 def _answer_error(

@@ -84,8 +84,8 @@ def start_files_download(
         if model_id is None and len(repos) == 1:
             repo, revision = next(iter(repos))
             jobs.lock_creation(session, f"repo:{repo}@{revision}")
-            names = [f.file_name for f in files]
-            under_way = jobs.job_under_way_with(session, repo, revision, names)
+            wanted = [(f.file_name, f.dest or f.file_name) for f in files]
+            under_way = jobs.job_under_way_with(session, repo, revision, wanted)
             if under_way is not None:
                 return {**events.job_to_dict(under_way), "existing": True}
         job: DownloadJob = jobs.create_job(

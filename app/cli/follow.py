@@ -228,7 +228,8 @@ def pull(args: argparse.Namespace, client: ApiClient, console: Console) -> int:
     try:
         ended = follower.run()
     except KeyboardInterrupt:
-        if args.cancel_on_exit:
+        # A job this pull joined (someone else's) is never cancelled by it.
+        if args.cancel_on_exit and not job.get("existing"):
             client.request("POST", f"/api/models/download/{job_id}/cancel")
             console.print(f"cancelled job {job_id}", soft_wrap=True)
         else:

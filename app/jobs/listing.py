@@ -6,7 +6,7 @@ import base64
 import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.orm import Session, selectinload
 
 from app.errors import AmbiguousError, NotFoundError, ValidationError
@@ -54,10 +54,12 @@ def job_under_way_for_model(session: Session, model_id: str) -> DownloadJob | No
 
 
 def job_under_way_with(
-    session: Session, repo: str, revision: str, names: list[str]
+    session: Session, repo: str, revision: str, files: list[tuple[str, str]]
 ) -> DownloadJob | None:
-    """The newest job under way that holds every one of these files of a repo, if any."""
-    wanted = sorted(set(names))
+    """The newest job under way that holds every one of these files of a repo, each going
+    to the same destination (`files`: (name, dest) pairs), if any. A catalog job that puts a
+    file elsewhere does not count: the file asked for would never land where asked."""
+    wanted = sorted(set(files))
     job_id = session.scalar(
         select(DownloadFile.job_id)
         .join(DownloadJob, DownloadJob.id == DownloadFile.job_id)
@@ -65,10 +67,10 @@ def job_under_way_with(
             DownloadJob.status.in_(sorted(JOB_UNDER_WAY)),
             DownloadFile.repo == repo,
             DownloadFile.revision == revision,
-            DownloadFile.file_name.in_(wanted),
+            tuple_(DownloadFile.file_name, DownloadFile.dest).in_(wanted),
         )
         .group_by(DownloadFile.job_id, DownloadJob.created_at)
-        .having(func.count(func.distinct(DownloadFile.file_name)) == len(wanted))
+        .having(func.count(func.distinct(DownloadFile.dest)) == len(wanted))
         .order_by(DownloadJob.created_at.desc())
         .limit(1)
     )

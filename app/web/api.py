@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.routing import BaseConverter
 
 from app import hubcache, jobs, services, storage
 from app.catalog import CatalogModel, model_status
+from app.db import db_now
 from app.errors import NothingToDownloadError
 from app.events import job_to_dict
 from app.hubmeta import QUICK_TIMEOUT, HubAnswerError
@@ -19,6 +22,7 @@ from app.models import JobStatus
 from app.web.errors import ApiError
 from app.web.state import db, state_of
 
+log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
@@ -146,10 +150,11 @@ def _learn_sizes(repo: str, revision: str, names: list[str]) -> None:
         if not unknown:
             return
         gated, sizes = state.hub.sizes(repo, revision, unknown, timeout=QUICK_TIMEOUT)
-    except HubAnswerError:
-        return  # the job says what is wrong when its worker asks
-    with state.sessions.begin() as session:
-        hubcache.store_sizes(session, (repo, revision), gated, sizes)
+        with state.sessions.begin() as session:
+            hubcache.store_sizes(session, (repo, revision), gated, sizes, whole=False)
+    except (HubAnswerError, SQLAlchemyError) as exc:
+        # Sizes are a nicety: the job goes ahead, and its worker says what is wrong.
+        log.info("sizes of %s unknown at creation: %s", repo, type(exc).__name__)
 
 
 def _accepted(job: dict[str, Any]) -> Response:
@@ -183,7 +188,8 @@ def job_list() -> ResponseReturnValue:
     page, cursor = jobs.list_jobs(
         db(), status=status, limit=int(raw_limit), cursor=request.args.get("cursor") or None
     )
-    return jsonify(jobs=[job_to_dict(j) for j in page], nextCursor=cursor)
+    now = db_now(db())  # one clock for the page, not one query per job
+    return jsonify(jobs=[job_to_dict(j, now=now) for j in page], nextCursor=cursor)
 
 
 def _control(job_id: str, action: str) -> ResponseReturnValue:

@@ -29,6 +29,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Unknown model, job, repo, revision or file",
         409: "Not allowed in the job's current state, or a job id prefix that matches several",
         413: "Body too large",
+        422: "A repo too large for the picker to list",
         502: "The Hub did not answer, or refused the Hub token",
         503: "Not ready",
     }
@@ -220,7 +221,7 @@ def document() -> dict[str, Any]:
                     ],
                     "responses": {
                         "200": _json({"type": "object"}, "The repo's files"),
-                        **_errors(400, 404, 502),
+                        **_errors(400, 404, 422, 502),
                     },
                 }
             },

@@ -19,6 +19,7 @@ from flask import Blueprint, current_app
 from flask_sock import Sock
 
 from app import jobs
+from app.db import db_now
 from app.events import CHANNEL, job_to_dict
 from app.web.state import state_of
 
@@ -34,7 +35,8 @@ MAX_MESSAGE = 16 * 1024
 def _snapshot() -> str:
     state = state_of(current_app)
     with state.sessions() as session:
-        data = [job_to_dict(j) for j in jobs.active_jobs(session)]
+        now = db_now(session)  # one clock for the snapshot, not one query per job
+        data = [job_to_dict(j, now=now) for j in jobs.active_jobs(session)]
     return json.dumps({"channel": CHANNEL, "type": "snapshot", "data": {"jobs": data}})
 
 

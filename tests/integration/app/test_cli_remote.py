@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,22 @@ def test_pull_shows_binary_units_and_a_second_pull_follows_the_same_job(service:
             lambda: [j for j in _jobs(service) if j["modelId"] == "pair"], 20, "the pair's job"
         )
         job_id = running[0]["jobId"]
+        # A pull that joined someone else's job never cancels it, even --cancel-on-exit.
+        joiner = subprocess.Popen(
+            [MODELPULL, "pull", "pair", "--cancel-on-exit"],
+            env={**os.environ, "COLUMNS": "80", "MODELPULL_URL": service.url,
+                 "MODELPULL_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert joiner.stdout is not None
+        joined = joiner.stdout.readline()
+        time.sleep(0.5)  # from the line printed to following the job: a few milliseconds
+        joiner.send_signal(signal.SIGINT)
+        rest, _ = joiner.communicate(timeout=20)
+        assert joined.startswith(f"already downloading: job {job_id}"), joined + rest
+        assert "stopped following; the download goes on" in rest, rest
+        shown = service.api("GET", f"/api/models/download/status/{job_id}")
+        assert shown["status"] in ("queued", "downloading"), shown["status"]
         second = cli("pull", "pair", url=service.url)
         out, err = first.communicate(timeout=60)
     finally:

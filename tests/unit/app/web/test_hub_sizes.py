@@ -4,6 +4,8 @@ tier through Flask's test client against a real imitation Hub on a socket."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -33,6 +35,7 @@ models:
   locked:
     files:
       - {repo: org/gated, file: model.safetensors}
+      - {repo: org/gated, file: nope.bin}
   gone:
     files:
       - {repo: org/nowhere, file: x.gguf}
@@ -89,6 +92,7 @@ def test_catalog_sizes_come_from_the_hub_before_any_download(
     assert tiny["files"][0]["humanSize"] == "10.0 KiB"
     assert tiny["gated"] is False and tiny["hubError"] is None and tiny["checkedAt"]
     assert by_id["locked"]["gated"] is True
+    assert by_id["locked"]["hubError"] == "org/gated: no file 'nope.bin' on the Hub"
     assert by_id["gone"]["totalBytes"] is None
     assert "org/nowhere: no such repo on the Hub" in by_id["gone"]["hubError"]
     assert job_count(hub_app) == 0  # learning sizes downloads nothing
@@ -325,3 +329,62 @@ def test_a_file_whose_worker_went_silent_waits_for_a_worker(hub_app: Flask) -> N
         )
     with factory() as s:
         assert job_to_dict(jobs.get_job(s, job_id))["files"][0]["waitingForWorker"] is True
+
+
+def test_an_ad_hoc_job_leaves_the_catalogs_hub_error_as_it_was(
+    hub_app: Flask, hub_client: FlaskClient
+) -> None:
+    refresh(hub_app)
+    body = {"repo": GATED, "files": ["config.json"]}
+    assert hub_client.post("/api/downloads", headers=AUTH, json=body).status_code == 202
+    locked = next(m for m in models(hub_client)["models"] if m["id"] == "locked")
+    assert locked["hubError"] == "org/gated: no file 'nope.bin' on the Hub"
+
+
+def test_a_catalog_job_putting_the_file_elsewhere_is_not_the_ad_hoc_job(
+    hub_app: Flask, hub_client: FlaskClient
+) -> None:
+    # The catalog puts org/tiny's model.bin at "model.bin"; the picker asks for it at
+    # "org/tiny/model.bin": answering with the catalog's job would leave that path empty.
+    catalog_job = hub_client.post("/api/models/tiny/download", headers=AUTH).get_json()
+    picked = hub_client.post(
+        "/api/downloads", headers=AUTH, json={"repo": TINY, "files": ["model.bin"]}
+    )
+    assert picked.status_code == 202 and picked.get_json()["jobId"] != catalog_job["jobId"]
+    assert picked.get_json()["files"][0]["dest"] == "org/tiny/model.bin"
+
+
+def test_two_processes_meeting_a_new_repo_at_once_both_keep_their_answer(
+    hub_app: Flask,
+) -> None:
+    # One transaction has made the repo's row and not committed yet when the other asks: the
+    # second waits for the first (PostgreSQL: an advisory lock; SQLite: its write lock)
+    # instead of inserting the same row and failing on commit.
+    factory = hub_app.extensions["modelpull"].sessions
+    key = ("org/new", "main")
+    first_in = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        with factory.begin() as s:
+            hubcache.store_sizes(s, key, "", {"a.bin": 1})
+            s.flush()
+            first_in.set()
+            time.sleep(0.5)
+
+    def second() -> None:
+        first_in.wait(5)
+        try:
+            with factory.begin() as s:
+                hubcache.store_sizes(s, key, "", {"b.bin": 2}, whole=False)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert errors == []
+    with factory() as s:
+        assert hubcache.facts(s, [key])[key].sizes == {"a.bin": 1, "b.bin": 2}
