@@ -165,8 +165,11 @@ class Stack:
         self._spawn("worker", self.worker_argv, env)
 
     def request_stop(self, *_: object) -> None:
-        """Signal handler: ask the main loop to stop everything."""
-        self._stop.set()
+        """Signal handler: ask the main loop to stop everything. It runs in the main thread,
+        maybe while that thread is inside `_stop.wait()` holding the event's lock: setting the
+        event right here would wait for that lock forever and Ctrl-C would hang `modelpull
+        up`. A short-lived thread sets it once the loop lets go."""
+        threading.Thread(target=self._stop.set, name="up-stop", daemon=True).start()
 
     def preflight(self) -> None:
         """Everything that would stop the start, checked before a process is started: the

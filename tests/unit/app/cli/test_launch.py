@@ -12,6 +12,7 @@ import pytest
 
 from app.cli import launch, main
 from app.cli.localstack import Stack
+from app.settings import Settings
 
 
 class FakeExecError(Exception):
@@ -116,3 +117,15 @@ def test_up_runs_the_stack_with_its_options(
     assert stack.web_argv == launch.gunicorn_argv("0.0.0.0", 8123, options=launch.UP_WEB_OPTIONS)
     worker = list(stack.worker_argv)
     assert worker == launch.worker_argv(4, worker[worker.index("-n") + 1])
+
+
+@pytest.mark.timeout(10)
+def test_a_stop_signal_landing_inside_the_wait_still_stops_up(tmp_path: Path) -> None:
+    # `modelpull up` waits in `_stop.wait(0.2)`, which holds the event's lock for a moment on
+    # every pass; a SIGINT or SIGTERM landing then runs its handler right there, in the same
+    # thread. The handler must not need that lock (it once did, and Ctrl-C hung for good).
+    settings = Settings(models_dir=tmp_path / "models", data_dir=tmp_path / "data")
+    stack = Stack(settings=settings, web_argv=[], worker_argv=[])
+    with stack._stop._cond:
+        stack.request_stop()  # what the signal runs, in this thread
+    assert stack._stop.wait(5)
