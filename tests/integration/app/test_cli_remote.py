@@ -240,8 +240,9 @@ def _jobs(service: Service) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(90)
 def test_pull_shows_binary_units_and_a_second_pull_follows_the_same_job(service: Service) -> None:
-    # Slow enough to be caught downloading: 1 MiB/s per connection.
-    service.hub.faults.add(repo="cli/*", bandwidth=MiB, times=None)
+    # Slow enough to be caught downloading, and joined, and left: 256 KiB/s per connection
+    # (the 4 MiB job takes several seconds even when the machine is idle).
+    service.hub.faults.add(repo="cli/*", bandwidth=MiB // 4, times=None)
     service.stack.start_worker("w1")
     first = subprocess.Popen(
         [MODELPULL, "pull", "pair"],
@@ -263,7 +264,7 @@ def test_pull_shows_binary_units_and_a_second_pull_follows_the_same_job(service:
         )  # fmt: skip
         assert joiner.stdout is not None
         joined = joiner.stdout.readline()
-        time.sleep(0.5)  # from the line printed to following the job: a few milliseconds
+        time.sleep(0.3)  # from the line printed to following the job: a few milliseconds
         joiner.send_signal(signal.SIGINT)
         rest, _ = joiner.communicate(timeout=20)
         assert joined.startswith(f"already downloading: job {job_id}"), joined + rest
