@@ -234,6 +234,10 @@ def test_pull_of_a_paused_job_says_how_to_resume_it(service: Service) -> None:
         service.api("POST", f"/api/models/download/{job_id}/cancel")
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _jobs(service: Service) -> list[dict[str, Any]]:
     return list(service.api("GET", "/api/models/download/jobs?limit=200")["jobs"])
 
@@ -261,6 +265,9 @@ def test_pull_shows_binary_units_and_a_second_pull_follows_the_same_job(service:
             env={**os.environ, "COLUMNS": "80", "MODELPULL_URL": service.url,
                  "MODELPULL_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # Ctrl-C as in a terminal: a CI runner may start us with SIGINT ignored, and
+            # Python then never turns it into KeyboardInterrupt.
+            preexec_fn=_default_sigint,
         )  # fmt: skip
         assert joiner.stdout is not None
         joined = joiner.stdout.readline()
