@@ -37,11 +37,11 @@ def _fill_sizes(session: Session, job: DownloadJob) -> None:
     """Sizes the Hub told before (the catalog's, the repo picker's) on files that have none:
     the job's total is known from the start, so its bar never moves backwards as files
     start. The worker records the Hub's answer at the job's commit over these."""
-    for f in job.files:
-        if f.size is None:
-            f.size = hubcache.known_sizes(session, (f.repo, f.revision), [f.file_name]).get(
-                f.file_name
-            )
+    unknown = [f for f in job.files if f.size is None]
+    known = hubcache.facts(session, {(f.repo, f.revision) for f in unknown})
+    for f in unknown:
+        fact = known.get((f.repo, f.revision))
+        f.size = fact.sizes.get(f.file_name) if fact is not None else None
     session.flush()
 
 

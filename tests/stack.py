@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,11 +154,19 @@ class Stack:
         assert proc.poll() is None, self.worker_log(name)
         return proc
 
-    def start_web(self, threads: int = 16, **env: str) -> str:
-        """gunicorn with threads, as in production; returns its base URL."""
-        port = free_port()
+    def start_web(
+        self,
+        threads: int = 16,
+        *,
+        port: int | None = None,
+        options: Sequence[str] = (),
+        **env: str,
+    ) -> str:
+        """gunicorn with threads, as in production; returns its base URL. `port`: a given
+        one, so a test can stop the web tier and start it again where a page expects it."""
+        port = port or free_port()
         log = open(self.logs / "web.log", "ab")  # noqa: SIM115 (lives with the process)
-        argv = gunicorn_argv("127.0.0.1", port, threads=threads)
+        argv = gunicorn_argv("127.0.0.1", port, threads=threads, options=options)
         proc = subprocess.Popen(argv, cwd=ROOT, env=self.env(**env), stdout=log, stderr=log)
         self.workers["web"] = proc
         url = f"http://127.0.0.1:{port}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from app.cli.launch import gunicorn_argv
-from app.cli.localstack import free_port
 from tests.hub import GeneratedFile
-from tests.stack import ROOT, Stack
+from tests.stack import Stack
 from tests.support import wait_for
 
 ARGS = [
@@ -109,25 +106,9 @@ class Api:
 
 
 def start_web(stack: Stack, port: int | None = None, **env: str) -> str:
-    """The stack's web tier (as Stack.start_web) on a given port, so a test can stop it and
-    start it again where the open page expects it; returns its base URL."""
-    port = port or free_port()
-    log = open(stack.logs / "web.log", "ab")  # noqa: SIM115 (lives with the process)
-    argv = gunicorn_argv("127.0.0.1", port, threads=16, options=WEB_OPTIONS)
-    env = {"API_TOKEN": TOKEN, **env}
-    proc = subprocess.Popen(argv, cwd=ROOT, env=stack.env(**env), stdout=log, stderr=log)
-    stack.workers["web"] = proc
-    url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        assert proc.poll() is None, (stack.logs / "web.log").read_text()
-        try:
-            return requests.get(f"{url}/healthz", timeout=1).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, 30, "the web server to start", every=0.1)
-    return url
+    """The stack's web tier with the test token, on a given port if asked (so a test can
+    stop it and start it again where the open page expects it); returns its base URL."""
+    return stack.start_web(port=port, options=WEB_OPTIONS, **{"API_TOKEN": TOKEN, **env})
 
 
 def stop_web(stack: Stack) -> None:
