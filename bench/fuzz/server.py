@@ -55,6 +55,9 @@ class Gunicorn:
             "MODELS_CATALOG": str(catalog),
             "API_TOKEN": secret,
             "HF_ENDPOINT": "http://127.0.0.1:9",
+            # The catalog refresher writes what the Hub said (here: nothing) while the checks
+            # run; its rows would look like a refusal that changed the store.
+            "CATALOG_REFRESH_SECONDS": "0",
         }
         argv = gunicorn_argv(
             "127.0.0.1",
