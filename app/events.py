@@ -68,8 +68,10 @@ def file_event(
     stderr: str | None = None,
     seq: int = 0,
     method: str | None = None,
+    connections: int | None = None,
 ) -> dict[str, Any]:
-    """A file's event: progress or a change of state (`method`: the engine, if known)."""
+    """A file's event: progress or a change of state (`method`: the engine, if known;
+    `connections`: how many it runs for the file now, while it downloads)."""
     data: dict[str, Any] = {
         "jobId": job.id,
         "fileId": file.id,
@@ -89,6 +91,8 @@ def file_event(
         "seq": seq,
         "sentAt": sent_at(),
     }
+    if connections is not None and status is FileStatus.DOWNLOADING:
+        data["connections"] = connections
     if status is FileStatus.FAILED:
         data["error"] = scrub(error)
         data["stderr"] = scrub(stderr)

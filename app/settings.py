@@ -39,7 +39,11 @@ class Settings:
     # Secrets stay out of repr() so a logged Settings never shows them.
     hf_token: str | None = field(default=None, repr=False)
     downloader: Downloader = Downloader.NATIVE
-    download_connections: int = 8
+    # Connections per file: a fixed count, or None (unset, "auto") to adapt up to the maximum.
+    download_connections: int | None = None
+    download_max_connections: int = 32
+    # Connections one worker process opens to one host, over all the files it downloads.
+    download_host_connections: int = 64
     download_log_to_file: bool = True
     download_websocket_progress: bool = True
     api_token: str | None = field(default=None, repr=False)
@@ -70,8 +74,12 @@ class Settings:
             object.__setattr__(self, "database_url", f"sqlite:///{self.data_dir / 'modelpull.db'}")
         if not self.celery_broker_url:
             object.__setattr__(self, "celery_broker_url", self.redis_url)
-        if not 1 <= self.download_connections <= 64:
-            raise ConfigError("DOWNLOAD_CONNECTIONS must be between 1 and 64")
+        if self.download_connections is not None and not 1 <= self.download_connections <= 64:
+            raise ConfigError("DOWNLOAD_CONNECTIONS must be between 1 and 64, or auto")
+        if not 1 <= self.download_max_connections <= 128:
+            raise ConfigError("DOWNLOAD_MAX_CONNECTIONS must be between 1 and 128")
+        if not 1 <= self.download_host_connections <= 256:
+            raise ConfigError("DOWNLOAD_HOST_CONNECTIONS must be between 1 and 256")
 
     @property
     def log_dir(self) -> Path:
@@ -200,8 +208,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if (raw := get("HF_TOKEN")) is not None:
         kwargs["hf_token"] = raw.strip()
     kwargs["downloader"] = _parse_downloader(env)
-    if (raw := get("DOWNLOAD_CONNECTIONS")) is not None:
+    if (raw := get("DOWNLOAD_CONNECTIONS")) is not None and raw.strip().lower() != "auto":
         kwargs["download_connections"] = _parse_int("DOWNLOAD_CONNECTIONS", raw, low=1, high=64)
+    for name, high in (("DOWNLOAD_MAX_CONNECTIONS", 128), ("DOWNLOAD_HOST_CONNECTIONS", 256)):
+        if (raw := get(name)) is not None:
+            kwargs[name.lower()] = _parse_int(name, raw, low=1, high=high)
     if (raw := get("DOWNLOAD_LOG_TO_FILE")) is not None:
         kwargs["download_log_to_file"] = _parse_bool("DOWNLOAD_LOG_TO_FILE", raw)
     if (raw := get("DOWNLOAD_WEBSOCKET_PROGRESS")) is not None:

@@ -176,6 +176,8 @@ def _transfer(
             bytes=result.size,
             transferred=result.bytes_transferred,
             resumed_from=result.resumed_from,
+            connections=result.connections or None,
+            tail_s=round(result.tail_s, 2),
             sha256=result.sha256,
         ),
     )

@@ -34,6 +34,7 @@ class FileReporter:
         self.total = file.size
         self.speed = 0.0
         self.eta: float | None = None
+        self.connections: int | None = None  # the engine's connections now, if it says
         # Other files of the job, for the overall percentage.
         self.others_done = sum(f.bytes_done for f in job.files if f.id != file.id)
         others = [f.size for f in job.files if f.id != file.id]
@@ -90,6 +91,7 @@ class FileReporter:
                 stderr=stderr,
                 seq=self.seq,
                 method=self.rt.engine.name,
+                connections=self.connections,
             )
 
     def publish(self, *items: dict[str, Any], progress: bool = False) -> None:
@@ -120,6 +122,12 @@ class FileReporter:
             self.bytes_done, self.speed, self.eta = p.bytes_done, p.speed, p.eta
             if p.total is not None:
                 self.total = p.total
+            changed = p.connections is not None and p.connections != self.connections
+            if changed:
+                self.connections = p.connections
+        if changed:
+            # Few lines: the count changes when the engine adapts, not with every report.
+            self.rt.log.info("connections %s", self.ctx(connections=p.connections))
         pct = p.percent
         while self._milestone < len(MILESTONES) and pct >= MILESTONES[self._milestone]:
             self.rt.log.info(

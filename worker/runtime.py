@@ -46,6 +46,8 @@ def make_engine_for(settings: Settings) -> Engine:
         return HfHubEngine()
     return NativeEngine(
         settings.download_connections,
+        max_connections=settings.download_max_connections,
+        host_connections=settings.download_host_connections,
         trickle_bytes=settings.download_trickle_bytes,
         trickle_window=settings.download_trickle_seconds,
     )

@@ -61,6 +61,7 @@ class Progress:
     speed: float
     eta: float | None
     status: str = "downloading"
+    connections: int | None = None  # running now, for engines that run several
 
     @property
     def percent(self) -> float:
@@ -110,6 +111,9 @@ class DownloadResult:
     bytes_transferred: int  # over the network in this run (resumes make it smaller)
     resumed_from: int  # bytes already on disk when this run started
     stderr: str = ""
+    # From the last byte written to the file in place: the verify-and-sync tail.
+    tail_s: float = 0.0
+    connections: int = 0  # the most connections that ran at once (0: not a ranged engine)
 
 
 def safe_dest(request: DownloadRequest) -> Path:
@@ -182,6 +186,7 @@ class ProgressMeter:
         *,
         status: str = "downloading",
         force: bool = False,
+        connections: int | None = None,
     ) -> Progress | None:
         """Report if the interval has passed (or `force`); returns what was reported."""
         speed = self.speed(bytes_done)
@@ -190,7 +195,7 @@ class ProgressMeter:
             return None
         self._last_emit = now
         eta = (total - bytes_done) / speed if total is not None and speed > 0 else None
-        report = Progress(bytes_done, total, speed, eta, status)
+        report = Progress(bytes_done, total, speed, eta, status, connections)
         if self._callback is not None:
             self._callback(report)
         return report

@@ -11,6 +11,7 @@ catches that.)
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -53,17 +54,20 @@ HASH_BITE = 64 * MiB  # the final hashing asks for control between bites of this
 
 
 class NativeEngine:
-    """Parallel ranged downloads with requests; see the module docstring."""
+    """Parallel ranged downloads with requests; see the module docstring. `connections`: a
+    fixed count per file, or None to adapt between `start_connections` and `max_connections`."""
 
     name = "native"
 
     def __init__(
         self,
-        connections: int = 8,
+        connections: int | None = None,
         *,
-        chunk_size: int = 1 * MiB,
+        max_connections: int = 32,
+        start_connections: int = 4,
+        host_connections: int = 64,
+        chunk_size: int = 256 * 1024,
         min_split: int = 8 * MiB,
-        max_piece: int = 256 * MiB,
         connect_timeout: float = 10.0,
         stall_timeout: float = 30.0,
         max_retries: int = 6,
@@ -76,10 +80,12 @@ class NativeEngine:
         trickle_window: float = 30.0,
     ) -> None:
         self.tuning = Tuning(
-            connections=max(1, connections),
+            connections=None if connections is None else max(1, connections),
+            max_connections=max(1, max_connections),
+            start_connections=max(1, start_connections),
+            host_connections=max(1, host_connections),
             chunk_size=chunk_size,
             min_split=min_split,
-            max_piece=max_piece,
             timeout=(connect_timeout, stall_timeout),
             max_retries=max_retries,
             backoff_base=backoff_base,
@@ -218,15 +224,7 @@ class NativeEngine:
         finally:
             os.close(fd)
         meter.update(size, size, status="completed", force=True)
-        return DownloadResult(
-            path=dest,
-            size=size,
-            sha256=hasher.sha256(),
-            etag=resolved.etag,
-            commit=resolved.commit,
-            bytes_transferred=transfer.transferred,
-            resumed_from=resumed_from,
-        )
+        return _result(dest, resolved, hasher, transfer, resumed_from)
 
     def _fetch(self, transfer: Transfer, request: DownloadRequest, checkpoint: Checkpoint) -> None:
         """Run the transfer; on the way out keep what a resume can use, drop what it cannot."""
@@ -305,6 +303,23 @@ class NativeEngine:
         os.replace(part, dest)
         disk.fsync_dir(dest.parent)
         side.unlink(missing_ok=True)
+
+
+def _result(
+    dest: Path, resolved: ResolvedFile, hasher: PrefixHasher, transfer: Transfer, resumed: int
+) -> DownloadResult:
+    last = transfer.last_byte_at
+    return DownloadResult(
+        path=dest,
+        size=resolved.size,
+        sha256=hasher.sha256(),
+        etag=resolved.etag,
+        commit=resolved.commit,
+        bytes_transferred=transfer.transferred,
+        resumed_from=resumed,
+        tail_s=0.0 if last is None else time.monotonic() - last,
+        connections=transfer.plan.most,
+    )
 
 
 def _same_file(fd: int, path: Path) -> bool:

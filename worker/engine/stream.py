@@ -9,6 +9,7 @@ down, and a blocking read that has waited longer than the trickle window is cut 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import threading
 import time
 from collections.abc import Callable
@@ -18,10 +19,11 @@ import requests
 import urllib3
 
 from app.errors import TransientDownloadError
+from worker.engine.pieces import Piece
 from worker.engine.terms import Trickle, Tuning
 
-# Writes pending pieces at a position, marks them done; returns the new position.
-Flush = Callable[[list[bytes], int], int]
+# Writes a stretch of bytes at a position, marks it done; returns the new position.
+Flush = Callable[[memoryview, int], int]
 
 
 class LiveReads:
@@ -75,68 +77,106 @@ def broken(
 
 
 class BodyReader:
-    """Reads one body [pos, end) and hands it to `flush` in chunk-sized runs."""
+    """Reads one body into the piece's bytes [pos, piece.end) through one reused buffer and
+    hands each filled stretch to `flush`: the bytes are copied once from the socket into the
+    buffer and once into the file, with no new object per chunk."""
 
     def __init__(
-        self, tuning: Tuning, stop: threading.Event, live: LiveReads, ctx: dict[str, Any]
+        self,
+        tuning: Tuning,
+        stop: threading.Event,
+        live: LiveReads,
+        ctx: dict[str, Any],
+        buffer: memoryview,
     ) -> None:
         self.t = tuning
         self.stop = stop
         self.live = live
         self.ctx = ctx
+        self.buffer = buffer
+        # Whether this connection is fast: kept from one body to the next, so a fast
+        # connection does not begin every piece with small reads.
+        self.fast = False
 
     def read(
-        self, raw: Any, pos: int, end: int, flush: Flush
+        self, raw: Any, pos: int, piece: Piece, flush: Flush
     ) -> tuple[int, TransientDownloadError | None]:
         """Returns the new position and the transient error that cut the body short, if any.
-        Bytes that arrived before an error are flushed and count."""
-        t = self.t
-        pending: list[bytes] = []
-        size = 0  # bytes pending
+        Bytes that arrived before an error are flushed and count. `piece.end` may shrink
+        while this reads (a steal); the read stops there."""
+        t, buf = self.t, self.buffer
+        body = _body_of(raw)
+        filled = 0  # bytes in the buffer, not yet written
         window_start, window_pos = time.monotonic(), pos
-        last_flush, fast = window_start, False
+        last_flush, fast = window_start, self.fast
         self.live.add(raw)
         try:
-            while pos + size < end and not self.stop.is_set():
-                want = min(t.chunk_size, end - pos - size)
+            while pos + filled < piece.end and not self.stop.is_set():
+                want = min(len(buf) - filled, piece.end - pos - filled)
+                piece.reach = pos + filled + want  # a steal leaves this much to this read
                 try:
-                    data = self._read(raw, want, fast)
+                    n = self._read(raw, body, buf[filled : filled + want], fast)
                 except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                     waited = time.monotonic() - window_start
-                    return flush(pending, pos), broken(
+                    return flush(buf[:filled], pos), broken(
                         exc, self.ctx, waited=waited, window=t.trickle_window
                     )
-                if not data:
+                if not n:
                     break
-                pending.append(data)
-                size += len(data)
+                filled += n
                 now = time.monotonic()
-                if size >= t.chunk_size or now - last_flush >= t.flush_interval:
-                    # Fast: a chunk comes within a flush interval, so blocking reads of a
-                    # whole chunk still report often, and cost the least.
-                    fast = size / max(now - last_flush, 1e-6) * t.flush_interval >= t.chunk_size
-                    pos, size, last_flush = flush(pending, pos), 0, now
+                if filled == len(buf) or now - last_flush >= t.flush_interval:
+                    # Fast: a buffer fills within a flush interval, so blocking reads of a
+                    # whole buffer still report often, and cost the least.
+                    fast = filled / max(now - last_flush, 1e-6) * t.flush_interval >= len(buf)
+                    self.fast = fast
+                    pos, filled, last_flush = flush(buf[:filled], pos), 0, now
                 if now - window_start >= t.trickle_window:
-                    got = pos + size - window_pos
+                    got = pos + filled - window_pos
                     if got < t.trickle_bytes:
-                        return flush(pending, pos), Trickle(
+                        return flush(buf[:filled], pos), Trickle(
                             f"the connection brought only {got} bytes in "
                             f"{now - window_start:.0f} s",
                             **self.ctx,
                         )
-                    window_start, window_pos = now, pos + size
+                    window_start, window_pos = now, pos + filled
         finally:
             self.live.remove(raw)
-        pos = flush(pending, pos)
-        if pos < end and not self.stop.is_set():
+        pos = flush(buf[:filled], pos)
+        if pos < piece.end and not self.stop.is_set():
             return pos, TransientDownloadError("the connection closed early", **self.ctx)
         return pos, None
 
-    def _read(self, raw: Any, want: int, fast: bool) -> bytes:
+    def _read(self, raw: Any, body: Any, into: memoryview, fast: bool) -> int:
         if not fast:
-            return bytes(raw.read1(want, decode_content=False))
+            # What has arrived, up to the room there is: a slow body shows its progress.
+            data = body.read1(len(into)) if body is not None else raw.read1(len(into))
+            into[: len(data)] = data
+            return len(data)
         self.live.blocking(raw, time.monotonic())  # the coordinator may cut this read
         try:
-            return bytes(raw.read(want, decode_content=False))
+            if body is not None:
+                return int(body.readinto(into))
+            data = raw.read(len(into), decode_content=False)
+            into[: len(data)] = data
+            return len(data)
         finally:
             self.live.blocking(raw, None)
+
+
+def _body_of(raw: Any) -> http.client.HTTPResponse | None:
+    """The http.client response under urllib3's, read directly: it fills a caller's buffer
+    from the socket (urllib3's read makes a new bytes object each time). None when the body
+    is encoded (we ask for identity; a server may not listen) or the layout is unknown."""
+    body = getattr(raw, "_fp", None)
+    encoded = raw.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+    return body if isinstance(body, http.client.HTTPResponse) and not encoded else None
+
+
+def release(raw: Any) -> None:
+    """Give the connection back to its pool when the body was read to its very end, so the
+    next piece reuses it (no new handshake, no new slow start); otherwise it is closed."""
+    body = _body_of(raw)
+    if body is not None and body.isclosed():
+        with contextlib.suppress(Exception):
+            raw.release_conn()

@@ -15,10 +15,23 @@ MiB = 1 << 20
 class Tuning:
     """How a transfer splits the file, times out and retries, and how often it checks in."""
 
-    connections: int = 8
-    chunk_size: int = 1 * MiB
+    # A fixed number of connections per file, or None: adapt to the server (worker.engine.adapt)
+    # from `start_connections` up to `max_connections`.
+    connections: int | None = None
+    max_connections: int = 32
+    start_connections: int = 4
+    # Connections this process opens to one host, over all its files at once.
+    host_connections: int = 64
+    # Bytes read from a socket into a connection's buffer before they are written: small
+    # enough that the buffer stays in the CPU's cache between the read and the write (on the
+    # bench's machine 256 KiB beat 1 and 4 MiB; bench/results/throughput.md).
+    chunk_size: int = 256 * 1024
+    # The file is fetched in pieces of this size, handed out in order: the hasher, which
+    # follows the contiguous prefix, trails the furthest byte by about a piece per connection.
     min_split: int = 8 * MiB
-    max_piece: int = 256 * MiB
+    # Connections wait before a new piece while the hasher has more than this much of the
+    # contiguous prefix still to read: the sha256 keeps pace, and little is left at the end.
+    hash_lag: int = 64 * MiB
     timeout: tuple[float, float] = (10.0, 30.0)  # (connect, stall) seconds
     max_retries: int = 6
     backoff_base: float = 0.5

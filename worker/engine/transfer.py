@@ -1,9 +1,11 @@
 """One transfer of a file's missing byte ranges into its open partial file.
 
-Connection threads take pieces from a queue and write each chunk at its offset; a coordinator
-on the calling thread checks for pause and cancel, saves the sidecar and reports progress; a
-hashing thread follows the contiguous prefix. A range is marked done only after its bytes were
-written, and the sidecar is saved from the done ranges, so it never claims bytes the file lacks.
+Connection threads take pieces in file order (worker.engine.pieces) and write each buffer at
+its offset; a coordinator on the calling thread checks for pause and cancel, saves the sidecar,
+reports progress and runs as many connections as the plan says (worker.engine.adapt); a
+hashing thread follows the contiguous prefix and starts its writeback. A range is marked done
+only after its bytes were written, and the sidecar is saved from the done ranges, so it never
+claims bytes the file lacks.
 
 Every wait can be cut short (worker.engine.stream reads the bodies): a stop shuts the
 sockets of live responses down, a connection that trickles (less than `trickle_bytes` in
@@ -16,37 +18,26 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from app.errors import TransientDownloadError, disk_full_as
+from worker.engine.adapt import HOSTS, ConnectionPlan
+from worker.engine.answer import RangesUnsupported, RestartPlain, check_answer
 from worker.engine.backoff import backoff_delay
 from worker.engine.base import ControlFn, ProgressMeter, obey, wait_obeying
 from worker.engine.disk import write_all
 from worker.engine.hashing import PrefixHasher
-from worker.engine.hub import HubClient, ResolvedFile, hub_error, retry_after_of
+from worker.engine.hub import HubClient, ResolvedFile, retry_after_of
+from worker.engine.pieces import Piece, PieceQueue
 from worker.engine.ranges import RangeSet
-from worker.engine.stream import BodyReader, LiveReads, broken
-from worker.engine.terms import (
-    Checkpoint,
-    FileChanged,
-    Trickle,
-    Tuning,
-    UrlExpired,
-)
+from worker.engine.stream import BodyReader, LiveReads, broken, release
+from worker.engine.terms import Checkpoint, Trickle, Tuning
 
 MiB = 1 << 20
-
-
-class _RangesUnsupported(Exception):
-    """The server ignores Range: fetch the whole file on one connection."""
-
-
-class _RestartPlain(Exception):
-    """A plain (unranged) GET broke off: it can only start again from byte 0."""
 
 
 class Transfer:
@@ -77,10 +68,20 @@ class Transfer:
         self.checkpoint = checkpoint  # saves the sidecar with the given done ranges
         self.tuning = tuning
         self.transferred = 0  # bytes over the network in this transfer
+        self.last_byte_at: float | None = None  # monotonic time the last byte was written
         self._ctx: dict[str, Any] = {"repo": resolved.repo, "file": resolved.file_name}
+        self._host = urlsplit(resolved.url).netloc.lower()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._pieces: deque[tuple[int, int]] = deque()
+        gaps = done.missing(self.size)
+        self._pieces = PieceQueue(gaps, tuning.min_split, margin=tuning.chunk_size)
+        self.plan = ConnectionPlan(
+            fixed=tuning.connections,
+            start=tuning.start_connections,
+            ceiling=tuning.max_connections,
+            remaining=sum(e - s for s, e in gaps),
+            piece_size=tuning.min_split,
+        )
         self._errors: list[BaseException] = []
         # The download URL's own strong ETag, learnt from its first answer (or from the sidecar
         # on a resume): a CDN's ETag need not be the Hub's content hash, so If-Range must use
@@ -91,25 +92,31 @@ class Transfer:
         # waits longer than the trickle window is cut as a stall.
         self._reads = LiveReads()
         self._grew = threading.Event()
-        # Connections still running, and a bell they ring when they end: the coordinator wakes
-        # at once instead of at its next tick (a small file takes less than a tick).
+        self._pace = threading.Condition()  # notified as the hasher advances
+        self._waits = 0  # times a connection waited for the hasher before a new piece
+        # Connections running, how many of them should end at their next piece, and a bell
+        # they ring when they end: the coordinator wakes at once instead of at its next tick.
         self._running = 0
+        self._retire = 0
+        self._threads: list[threading.Thread] = []
         self._ended = threading.Event()
 
     def run(self) -> None:
         """Fetch every missing range, then return; raise what stopped it (a pause, a cancel, a
         DownloadError, StartOver) once every thread has ended."""
         t = self.tuning
-        connections = self._plan()
         ranged = True
         plain_failures = 0
         while True:
             try:
-                self._run_connections(connections, ranged)
+                self._run_connections(ranged)
                 return
-            except _RangesUnsupported:  # raised by ranged requests only
-                ranged, connections = False, 1
-            except _RestartPlain:
+            except RangesUnsupported:  # raised by ranged requests only
+                ranged = False
+                self.plan = ConnectionPlan(
+                    fixed=1, start=1, ceiling=1, remaining=self.size, piece_size=self.size
+                )
+            except RestartPlain:
                 plain_failures += 1
                 if plain_failures > t.max_retries:
                     raise TransientDownloadError(
@@ -123,33 +130,13 @@ class Transfer:
             self._stop.clear()
             self._errors.clear()
             self.done = RangeSet()
-            self._pieces = deque([(0, self.size)])
+            self._pieces.reset(self.size)
             self.hasher.reset()
-
-    def _plan(self) -> int:
-        """Cut the missing ranges into pieces; returns how many connections to run."""
-        t = self.tuning
-        gaps = self.done.missing(self.size)
-        remaining = sum(e - s for s, e in gaps)
-        n = 1 if remaining < 2 * t.min_split else min(t.connections, remaining // t.min_split)
-        piece = min(t.max_piece, max(t.min_split, remaining // max(1, n * 4)))
-        for s, e in gaps:
-            for start in range(s, e, piece):
-                self._pieces.append((start, min(e, start + piece)))
-        return n
 
     # --- the coordinator ----------------------------------------------------------------------
 
-    def _run_connections(self, n: int, ranged: bool) -> None:
-        threads = [
-            threading.Thread(
-                target=self._connection, args=(ranged,), name=f"modelpull-conn-{i}", daemon=True
-            )
-            for i in range(n if self._pieces else 0)
-        ]
-        self._running = len(threads)
-        for thread in threads:
-            thread.start()
+    def _run_connections(self, ranged: bool) -> None:
+        self._threads = []
         # Hashing runs beside the transfer (hashlib and pread release the GIL), so at the
         # end only the stretch after the last contiguous piece is left to read.
         finished = threading.Event()
@@ -158,7 +145,7 @@ class Transfer:
         )
         follower.start()
         try:
-            self._coordinate()
+            self._coordinate(ranged)
         finally:
             self._stop.set()
             finished.set()
@@ -167,7 +154,7 @@ class Transfer:
             # Each connection writes through its own descriptor, so one still blocked in the
             # network after the grace (a server that never answers) can be left behind safely.
             deadline = time.monotonic() + self.tuning.stop_grace
-            for thread in threads:
+            for thread in self._threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
             follower.join()
         if self._errors:
@@ -175,11 +162,17 @@ class Transfer:
         if not self.done.covers(self.size):
             raise TransientDownloadError("the transfer ended with ranges missing", **self._ctx)
 
-    def _coordinate(self) -> None:
-        """Until the connections end: obey pause and cancel, save the sidecar, report."""
+    def _coordinate(self, ranged: bool) -> None:
+        """Until every piece is fetched: run the planned number of connections, obey pause and
+        cancel, save the sidecar, report."""
         t = self.tuning
         last_save = last_control = time.monotonic()
-        while self._running > 0:
+        while True:
+            with self._lock:
+                transferred, running = self.transferred, self._running
+            if running == 0 and not len(self._pieces):
+                return  # every piece fetched (or given up with an error, raised above)
+            self._staff(self.plan.observe(transferred, self._waits), running, ranged)
             self._ended.wait(0.05)
             self._ended.clear()
             if self._errors or self._stop.is_set():
@@ -194,12 +187,33 @@ class Transfer:
             if now - last_save >= t.sidecar_interval:
                 last_save = now
                 self.checkpoint(snapshot, self.validator)
-            self.meter.update(total, self.size)
+            self.meter.update(total, self.size, connections=self.plan.target)
             self._reads.cut_slower_than(self.tuning.trickle_window, now)
+
+    def _staff(self, target: int, running: int, ranged: bool) -> None:
+        """Start or retire connections so `target` run (new ones only while pieces are left,
+        and only as many as the per-host limit grants)."""
+        with self._lock:
+            self._retire = max(0, running - target)
+        if running >= target or not len(self._pieces):
+            return
+        granted = HOSTS.take(self._host, target - running, self.tuning.host_connections)
+        for _ in range(granted):
+            thread = threading.Thread(
+                target=self._connection,
+                args=(ranged,),
+                name=f"modelpull-conn-{len(self._threads)}",
+                daemon=True,
+            )
+            with self._lock:
+                self._running += 1
+            self._threads.append(thread)
+            thread.start()
+        self.plan.ran(self._running)
 
     def _follow(self, finished: threading.Event) -> None:
         try:
-            self.hasher.follow(self._prefix_end, self._grew, finished)
+            self.hasher.follow(self._prefix_end, self._grew, finished, self._hashed)
         except BaseException as exc:
             self._fail(exc)
 
@@ -213,6 +227,7 @@ class Transfer:
         with self._lock:
             self.done.add(start, end)
             self.transferred += end - start
+        self.last_byte_at = time.monotonic()
         self._grew.set()
 
     def _fail(self, exc: BaseException) -> None:
@@ -221,40 +236,76 @@ class Transfer:
         self._stop.set()
         self._ended.set()
 
+    def _hashed(self) -> None:
+        with self._pace:
+            self._pace.notify_all()
+
+    def _keep_pace(self) -> None:
+        """Wait while the hasher is more than `hash_lag` behind the contiguous prefix: on a
+        busy machine fetching faster than hashing only moves the work to the end."""
+        lag = self.tuning.hash_lag
+        with self._pace:
+            if self._prefix_end() - self.hasher.pos > lag:
+                self._waits += 1
+            while not self._stop.is_set() and self._prefix_end() - self.hasher.pos > lag:
+                self._pace.wait(0.05)
+
+    def _retiring(self) -> bool:
+        """Whether this connection should end now (the plan wants fewer)."""
+        with self._lock:
+            if self._retire > 0:
+                self._retire -= 1
+                return True
+            return False
+
     # --- one connection -----------------------------------------------------------------------
 
     def _connection(self, ranged: bool) -> None:
         fd = os.dup(self.fd)  # closed by this thread, whenever it ends
+        # One reader and its buffer per connection, reused for every read of every piece.
+        buffer = memoryview(bytearray(self.tuning.chunk_size))
+        reader = BodyReader(self.tuning, self._stop, self._reads, self._ctx, buffer)
         try:
             with requests.Session() as session:
-                while not self._stop.is_set():
-                    with self._lock:
-                        piece = self._pieces.popleft() if self._pieces else None
+                while not self._stop.is_set() and not self._retiring():
+                    self._keep_pace()
+                    piece = self._pieces.take()
                     if piece is None:
                         return
-                    self._fetch_piece(session, fd, piece, ranged)
+                    self._fetch_piece(session, fd, reader, piece, ranged)
         except BaseException as exc:
             if not self._stop.is_set():
                 self._fail(exc)
         finally:
             os.close(fd)
+            HOSTS.give(self._host)
             with self._lock:
                 self._running -= 1
             self._ended.set()
 
     def _fetch_piece(
-        self, session: requests.Session, fd: int, piece: tuple[int, int], ranged: bool
+        self,
+        session: requests.Session,
+        fd: int,
+        reader: BodyReader,
+        piece: Piece,
+        ranged: bool,
     ) -> None:
         t = self.tuning
-        pos, end = piece
+        pos = piece.start
         failures = 0
-        while pos < end and not self._stop.is_set():
-            new_pos, err = self._stream(session, fd, pos, end, ranged)
+        while pos < piece.end and not self._stop.is_set():
+            new_pos, err = self._stream(session, fd, reader, pos, piece, ranged)
             progressed, pos = new_pos > pos, new_pos
             if err is None or self._stop.is_set():
                 continue
             if not ranged:
-                raise _RestartPlain() from None
+                raise RestartPlain() from None
+            if err.status in (429, 503):
+                self.plan.throttled()  # the server wants fewer connections
+                if self._retiring():
+                    self._pieces.put_back(piece, pos)
+                    return
             # A connection that delivered bytes before failing (a stall, a reset) is
             # reconnected at once without using up its retries; only fruitless tries count,
             # and a trickle, which always brings a little, counts too.
@@ -269,16 +320,23 @@ class Transfer:
             )
             if self._stop.wait(delay):
                 return
+        self._pieces.finished(piece)
 
     def _stream(
-        self, session: requests.Session, fd: int, pos: int, end: int, ranged: bool
+        self,
+        session: requests.Session,
+        fd: int,
+        reader: BodyReader,
+        pos: int,
+        piece: Piece,
+        ranged: bool,
     ) -> tuple[int, TransientDownloadError | None]:
-        """GET [pos, end) and write it at its offset; returns the new position and the
+        """GET [pos, piece.end) and write it at its offset; returns the new position and the
         transient error that cut it short, if any. Other errors are raised."""
         url = self.resolved.url
         headers = self.client.headers_for(url)
         if ranged:
-            headers["Range"] = f"bytes={pos}-{end - 1}"
+            headers["Range"] = f"bytes={pos}-{piece.end - 1}"
             if self.validator:
                 headers["If-Range"] = self.validator
         try:
@@ -290,10 +348,11 @@ class Transfer:
                 allow_redirects=False,
             ) as resp:
                 self._check_response(resp, pos, ranged)
-                reader = BodyReader(self.tuning, self._stop, self._reads, self._ctx)
-                return reader.read(
-                    resp.raw, pos, end, lambda pending, at: self._flush(fd, pending, at)
+                result = reader.read(
+                    resp.raw, pos, piece, lambda data, at: self._flush(fd, data, at)
                 )
+                release(resp.raw)  # a body read to its end leaves the connection reusable
+                return result
         except TransientDownloadError as exc:
             return pos, exc
         except requests.RequestException as exc:
@@ -301,48 +360,21 @@ class Transfer:
         except urllib3.exceptions.HTTPError as exc:
             return pos, broken(exc, self._ctx)
 
-    def _flush(self, fd: int, pending: list[bytes], pos: int) -> int:
-        """Write the pending pieces at `pos`, mark them done and empty the list; returns the
-        new position. Written even after a stop: these bytes arrived, checked, and a resume
-        keeps them."""
-        if not pending:
+    def _flush(self, fd: int, data: memoryview, pos: int) -> int:
+        """Write `data` at `pos` and mark it done; returns the new position. Written even after
+        a stop: these bytes arrived, checked, and a resume keeps them."""
+        if not data:
             return pos
-        size = sum(len(p) for p in pending)
         with disk_full_as(
             "the disk filled up while downloading; free space and resume", **self._ctx
         ):
-            write_all(fd, pending, pos)
-        self._mark(pos, pos + size)
-        pending.clear()
-        return pos + size
+            write_all(fd, [data], pos)
+        self._mark(pos, pos + len(data))
+        return pos + len(data)
 
     def _check_response(self, resp: requests.Response, pos: int, ranged: bool) -> None:
         """Raise unless the answer carries the bytes asked for, from the same file."""
-        status = resp.status_code
-        if status in (200, 206):
-            served = resp.headers.get("ETag", "")
-            known = self.validator
-            if known and served and served != known:
-                raise FileChanged()  # the URL now serves other bytes than we have
-            with self._lock:
-                if self.validator is None and served and not served.startswith("W/"):
-                    self.validator = served
-        if status == 206 and ranged:
-            if not resp.headers.get("Content-Range", "").startswith(f"bytes {pos}-"):
-                raise _RangesUnsupported()
-            return
-        if status == 200:
-            if ranged:
-                raise _RangesUnsupported()  # the server ignored Range
-            return
-        if status == 416:
-            raise FileChanged()  # the server thinks the file is shorter than we do
-        if status in (401, 403, 404, 410) and resp.headers.get("X-Error-Code") is None:
-            raise UrlExpired()  # a signed CDN URL past its expiry
-        raise hub_error(
-            resp,
-            repo=self.resolved.repo,
-            file=self.resolved.file_name,
-            revision=self.resolved.revision,
-            has_token="Authorization" in self.client.headers_for(self.resolved.url),
-        )
+        with self._lock:
+            self.validator = check_answer(
+                resp, pos, ranged, self.validator, self.resolved, self.client.headers_for
+            )

@@ -22,7 +22,9 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.hf_endpoint == "https://huggingface.co"
     assert s.hf_token is None and s.api_token is None
     assert s.downloader is Downloader.NATIVE
-    assert s.download_connections == 8
+    # Adaptive unless fixed: from a few connections up to the maximum, within the host's limit.
+    assert s.download_connections is None
+    assert (s.download_max_connections, s.download_host_connections) == (32, 64)
     assert s.download_log_to_file is True
     assert s.download_websocket_progress is True
     assert s.allowed_origins == ()
@@ -105,8 +107,22 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
         s.download_connections = 3  # type: ignore[misc]
     with pytest.raises(ConfigError, match="DOWNLOAD_CONNECTIONS"):
         Settings(models_dir=tmp_path, data_dir=tmp_path, download_connections=0)
+    with pytest.raises(ConfigError, match="DOWNLOAD_MAX_CONNECTIONS"):
+        Settings(models_dir=tmp_path, data_dir=tmp_path, download_max_connections=0)
+    with pytest.raises(ConfigError, match="DOWNLOAD_HOST_CONNECTIONS"):
+        Settings(models_dir=tmp_path, data_dir=tmp_path, download_host_connections=999)
+
+
+def test_connections_auto_a_count_or_a_clear_error() -> None:
+    auto = load_settings({"DOWNLOAD_CONNECTIONS": "auto", "DOWNLOAD_MAX_CONNECTIONS": "48"})
+    assert auto.download_connections is None and auto.download_max_connections == 48
+    assert load_settings({"DOWNLOAD_CONNECTIONS": "12"}).download_connections == 12
+    with pytest.raises(ConfigError, match="DOWNLOAD_HOST_CONNECTIONS"):
+        load_settings({"DOWNLOAD_HOST_CONNECTIONS": "many"})
+    with pytest.raises(ConfigError, match="DOWNLOAD_MAX_CONNECTIONS"):
+        load_settings({"DOWNLOAD_MAX_CONNECTIONS": "500"})
 
 
 def test_blank_values_mean_the_default() -> None:
     s = load_settings({"DOWNLOAD_CONNECTIONS": "  ", "HF_TOKEN": ""})
-    assert s.download_connections == 8 and s.hf_token is None
+    assert s.download_connections is None and s.hf_token is None

@@ -132,6 +132,24 @@ def test_verifying_is_published_as_progress_and_a_completed_report_is_not(
     assert verifying["data"]["fileProgress"] == 100.0
 
 
+def test_the_engines_connection_count_rides_on_progress_and_is_logged_when_it_changes(
+    rt: Runtime, collector: EventCollector
+) -> None:
+    r = claimed(rt, (100_000,))
+    for done, conns in ((10, 4), (20, 4), (30, 8)):
+        r.on_progress(Progress(done, 100_000, 1000.0, 1.0, "downloading", conns))
+        time.sleep(PUBLISH_INTERVAL_S + 0.02)
+    r.on_progress(p(100_000, 100_000, status="verifying"))
+    publish_marker(rt, collector, r)
+    sent = file_events(collector, r)
+    assert [e["data"].get("connections") for e in sent] == [4, 4, 8, None]
+    # The log says when the count changed, not with every report.
+    assert [line.split("connections=")[1].split()[0] for line in log_lines(rt, "connections ")] == [
+        "4",
+        "8",
+    ]
+
+
 def test_milestones_are_logged_once_each(rt: Runtime) -> None:
     r = claimed(rt)
     for done in (100, 260, 260, 300, 499, 500, 510, 760, 900, 1000, 1000):

@@ -108,6 +108,10 @@ def test_parallel_download_through_the_cdn_is_verified_and_placed(
     done = [p.bytes_done for p in reports]
     assert done == sorted(done)
     assert [p.status for p in reports][-2:] == ["verifying", "completed"]
+    # The result tells how many connections ran, and how long the verify-and-sync tail took.
+    assert result.connections == 8
+    assert 0 <= result.tail_s < 5
+    assert {p.connections for p in reports if p.status == "downloading"} == {8}
     assert reports[-1].percent == 100.0
 
 
