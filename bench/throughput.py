@@ -314,7 +314,10 @@ def start_server(args: argparse.Namespace, work: Path, size: int) -> tuple[Serve
         raise SystemExit("nginx is not installed and cannot be (apt-get install nginx-light)")
     nginx = Nginx(binary, work, write_weights(work / "cdn", size), cap)
     nginx.start()
-    return nginx, f"{nginx.version} (1 worker, sendfile; capped mode: limit_rate {cap} B/s)"
+    return (
+        nginx,
+        f"{nginx.version} (1 worker, sendfile; capped mode: every connection paced to {cap} B/s by the kernel, SO_MAX_PACING_RATE)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
