@@ -316,7 +316,8 @@ def start_server(args: argparse.Namespace, work: Path, size: int) -> tuple[Serve
     nginx.start()
     return (
         nginx,
-        f"{nginx.version} (1 worker, sendfile; capped mode: every connection paced to {cap} B/s by the kernel, SO_MAX_PACING_RATE)",
+        f"{nginx.version} (1 worker, sendfile; capped mode: every connection paced to "
+        f"{cap} B/s by the kernel, SO_MAX_PACING_RATE)",
     )
 
 
