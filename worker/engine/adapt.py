@@ -84,12 +84,18 @@ class ConnectionPlan:
         self._changed = clock()
         self._settled_at: float | None = None
         self._throttled_at = float("-inf")
+        # observe() runs on the coordinator, throttled() on connection threads.
+        self._lock = threading.Lock()
 
     def observe(self, transferred: int, waits: int = 0) -> int:
         """Feed the bytes fetched so far and how often connections have waited for the hasher
         so far; returns the count to run now."""
         if not self.adaptive:
             return self.target
+        with self._lock:
+            return self._observe(transferred, waits)
+
+    def _observe(self, transferred: int, waits: int) -> int:
         now = self._clock()
         if self._settled_at is not None:
             if now - self._settled_at >= REPROBE_S and self.target < self.ceiling:
@@ -123,6 +129,10 @@ class ConnectionPlan:
     def throttled(self) -> None:
         """The server answered 429 or 503: run half as many, and never more than that. The
         connections that meet the same refusal at once count as one."""
+        with self._lock:
+            self._throttle()
+
+    def _throttle(self) -> None:
         now = self._clock()
         if now - self._throttled_at < THROTTLE_QUIET_S:
             return

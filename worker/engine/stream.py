@@ -116,7 +116,12 @@ class BodyReader:
                 piece.reach = pos + filled + want  # a steal leaves this much to this read
                 try:
                     n = self._read(raw, body, buf[filled : filled + want], fast)
-                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                except (
+                    requests.RequestException,
+                    urllib3.exceptions.HTTPError,
+                    http.client.HTTPException,  # a chunked body cut short, read directly
+                    OSError,
+                ) as exc:
                     waited = time.monotonic() - window_start
                     return flush(buf[:filled], pos), broken(
                         exc, self.ctx, waited=waited, window=t.trickle_window

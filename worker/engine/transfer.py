@@ -7,14 +7,13 @@ hashing thread follows the contiguous prefix and starts its writeback. A range i
 only after its bytes were written, and the sidecar is saved from the done ranges, so it never
 claims bytes the file lacks.
 
-Every wait can be cut short (worker.engine.stream reads the bodies): a stop shuts the
-sockets of live responses down, a connection that trickles (less than `trickle_bytes` in
-`trickle_window` seconds) is treated as stalled, and backoffs wait in slices that ask for
-control.
+Every wait can be cut short: a stop shuts live responses' sockets down (worker.engine.stream),
+a trickle (under `trickle_bytes` in `trickle_window` s) is a stall, backoffs wait in slices.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import threading
 import time
@@ -36,8 +35,6 @@ from worker.engine.pieces import Piece, PieceQueue
 from worker.engine.ranges import RangeSet
 from worker.engine.stream import BodyReader, LiveReads, broken, release
 from worker.engine.terms import Checkpoint, Trickle, Tuning
-
-MiB = 1 << 20
 
 
 class Transfer:
@@ -74,6 +71,7 @@ class Transfer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         gaps = done.missing(self.size)
+        self._kept_prefix = done.prefix_end()  # what a resume starts with
         self._pieces = PieceQueue(gaps, tuning.min_split, margin=tuning.chunk_size)
         self.plan = ConnectionPlan(
             fixed=tuning.connections,
@@ -198,7 +196,7 @@ class Transfer:
         if running >= target or not len(self._pieces):
             return
         granted = HOSTS.take(self._host, target - running, self.tuning.host_connections)
-        for _ in range(granted):
+        for i in range(granted):
             thread = threading.Thread(
                 target=self._connection,
                 args=(ranged,),
@@ -207,8 +205,16 @@ class Transfer:
             )
             with self._lock:
                 self._running += 1
+            try:
+                thread.start()
+            except RuntimeError:  # no more threads to be had: run with what there is
+                with self._lock:
+                    self._running -= 1
+                HOSTS.give(self._host, granted - i)
+                if not self._running:
+                    self._fail(TransientDownloadError("cannot start a connection", **self._ctx))
+                break
             self._threads.append(thread)
-            thread.start()
         self.plan.ran(self._running)
 
     def _follow(self, finished: threading.Event) -> None:
@@ -245,10 +251,16 @@ class Transfer:
         busy machine fetching faster than hashing only moves the work to the end."""
         lag = self.tuning.hash_lag
         with self._pace:
-            if self._prefix_end() - self.hasher.pos > lag:
+            if self._behind() > lag:
                 self._waits += 1
-            while not self._stop.is_set() and self._prefix_end() - self.hasher.pos > lag:
+            while not self._stop.is_set() and self._behind() > lag:
                 self._pace.wait(0.05)
+
+    def _behind(self) -> int:
+        """Bytes of the prefix the hasher has yet to read, not counting a resumed prefix it is
+        still re-reading: a resume must not idle the network while its kept bytes are hashed."""
+        pos = self.hasher.pos
+        return 0 if pos < self._kept_prefix else self._prefix_end() - pos
 
     def _retiring(self) -> bool:
         """Whether this connection should end now (the plan wants fewer)."""
@@ -261,23 +273,26 @@ class Transfer:
     # --- one connection -----------------------------------------------------------------------
 
     def _connection(self, ranged: bool) -> None:
-        fd = os.dup(self.fd)  # closed by this thread, whenever it ends
-        # One reader and its buffer per connection, reused for every read of every piece.
-        buffer = memoryview(bytearray(self.tuning.chunk_size))
-        reader = BodyReader(self.tuning, self._stop, self._reads, self._ctx, buffer)
+        fd = -1  # its own descriptor, closed by this thread whenever it ends
         try:
+            fd = os.dup(self.fd)
+            # One reader and its buffer per connection, reused for every read of every piece.
+            buffer = memoryview(bytearray(self.tuning.chunk_size))
+            reader = BodyReader(self.tuning, self._stop, self._reads, self._ctx, buffer)
             with requests.Session() as session:
                 while not self._stop.is_set() and not self._retiring():
                     self._keep_pace()
                     piece = self._pieces.take()
                     if piece is None:
                         return
-                    self._fetch_piece(session, fd, reader, piece, ranged)
+                    if self._fetch_piece(session, fd, reader, piece, ranged):
+                        return  # retired after the server asked for fewer connections
         except BaseException as exc:
             if not self._stop.is_set():
                 self._fail(exc)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
             HOSTS.give(self._host)
             with self._lock:
                 self._running -= 1
@@ -290,7 +305,9 @@ class Transfer:
         reader: BodyReader,
         piece: Piece,
         ranged: bool,
-    ) -> None:
+    ) -> bool:
+        """Fetch the piece, retrying what can be retried; True when this connection gave the
+        rest of it back and should end (the server asked for fewer connections)."""
         t = self.tuning
         pos = piece.start
         failures = 0
@@ -303,9 +320,11 @@ class Transfer:
                 raise RestartPlain() from None
             if err.status in (429, 503):
                 self.plan.throttled()  # the server wants fewer connections
+                with self._lock:
+                    self._retire = max(0, self._running - self.plan.target)
                 if self._retiring():
                     self._pieces.put_back(piece, pos)
-                    return
+                    return True
             # A connection that delivered bytes before failing (a stall, a reset) is
             # reconnected at once without using up its retries; only fruitless tries count,
             # and a trickle, which always brings a little, counts too.
@@ -319,8 +338,9 @@ class Transfer:
                 failures, base=t.backoff_base, cap=t.backoff_max, retry_after=retry_after_of(err)
             )
             if self._stop.wait(delay):
-                return
+                return False
         self._pieces.finished(piece)
+        return False
 
     def _stream(
         self,
@@ -357,7 +377,7 @@ class Transfer:
             return pos, exc
         except requests.RequestException as exc:
             return pos, broken(exc, self._ctx)
-        except urllib3.exceptions.HTTPError as exc:
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
             return pos, broken(exc, self._ctx)
 
     def _flush(self, fd: int, data: memoryview, pos: int) -> int:

@@ -48,8 +48,10 @@ def open_part(path: Path) -> int:
 class SlowHasher(PrefixHasher):
     """A hasher on a busy machine: about 25 MB/s, much slower than loopback transfers."""
 
+    delay = 0.01
+
     def advance(self, upto: int, budget: int = 64 * MiB) -> None:
-        time.sleep(0.01)
+        time.sleep(self.delay)
         super().advance(upto, budget=min(budget, 256 * 1024))
 
 
@@ -58,6 +60,7 @@ def make(
     fd: int,
     progress: Any = None,
     hasher: type[PrefixHasher] = PrefixHasher,
+    done: RangeSet | None = None,
     **tuning: Any,
 ) -> Transfer:
     resolved = HubClient(hub.url).resolve(REPO, FILE)
@@ -73,7 +76,7 @@ def make(
     settings.update(tuning)
     return Transfer(
         fd,
-        RangeSet(),
+        done or RangeSet(),
         resolved=resolved,
         client=HubClient(hub.url),
         hasher=hasher(fd, SIZE, with_sha1=False),
@@ -216,3 +219,53 @@ def test_transfers_to_one_host_share_its_connection_limit(
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def test_a_resume_does_not_idle_the_network_while_its_kept_bytes_are_hashed(
+    repo_hub: ImitationHub, part: Path
+) -> None:
+    expected = repo_hub.file_info(REPO, FILE).disk_path.read_bytes()
+    fd = open_part(part)
+    try:
+        os.pwrite(fd, expected[: 16 * MiB], 0)  # a resume: the first 16 MiB are kept
+        SlowHasher.delay = 0.05  # 5 MB/s: 3 s to re-read the kept bytes, the rest takes less
+        job = make(repo_hub, fd, hasher=SlowHasher, hash_lag=MiB, done=RangeSet([(0, 16 * MiB)]))
+        job.run()
+        # The missing 8 MiB came while the slow hasher was still re-reading the kept bytes.
+        assert job.hasher.pos < 16 * MiB - MiB
+        assert job.transferred == 8 * MiB
+        SlowHasher.delay = 0.0
+        finish(job, repo_hub)
+    finally:
+        SlowHasher.delay = 0.01
+        os.close(fd)
+
+
+def test_a_connection_that_cannot_start_fails_the_transfer_instead_of_hanging(
+    repo_hub: ImitationHub, part: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fd = open_part(part)
+
+    def no_descriptor(fd: int) -> int:
+        raise OSError(24, "Too many open files")
+
+    try:
+        job = make(repo_hub, fd)
+        host = urlsplit(job.resolved.url).netloc.lower()
+        monkeypatch.setattr("worker.engine.transfer.os.dup", no_descriptor)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                job.run()
+            except BaseException as exc:
+                errors.append(exc)
+
+        runner = threading.Thread(target=run, daemon=True)
+        runner.start()
+        runner.join(20)
+        assert not runner.is_alive(), "the transfer hung"
+        assert errors and "Too many open files" in str(errors[0])
+        assert HOSTS.used(host) == 0  # the slots came back
+    finally:
+        os.close(fd)
