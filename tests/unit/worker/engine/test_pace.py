@@ -35,8 +35,11 @@ def repo_hub(hub: ImitationHub) -> ImitationHub:
 
 
 @pytest.fixture
-def part(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path / "w.part"
+def fd(tmp_path: Path) -> Iterator[int]:
+    """The partial file, open and sized."""
+    fd = open_part(tmp_path / "w.part")
+    yield fd
+    os.close(fd)
 
 
 def open_part(path: Path) -> int:
@@ -104,54 +107,42 @@ def finish(job: Transfer, hub: ImitationHub) -> None:
 
 
 def test_the_hasher_keeps_pace_so_little_is_left_to_hash_at_the_end(
-    repo_hub: ImitationHub, part: Path
+    repo_hub: ImitationHub, fd: int
 ) -> None:
-    fd = open_part(part)
-    try:
-        job = make(repo_hub, fd, hasher=SlowHasher, hash_lag=2 * MiB)
-        job.run()
-        # Pieces go out in order and connections wait while the hasher is more than
-        # `hash_lag` behind: when the last byte lands, at most that lag and the pieces in
-        # flight are left to hash, not the file.
-        assert SIZE - job.hasher.pos <= 2 * MiB + 4 * MiB
-        starts = range_starts(repo_hub)
-        # Taken in file order: the first four requests are the first four pieces.
-        assert sorted(starts[:4]) == [0, MiB, 2 * MiB, 3 * MiB]
-        finish(job, repo_hub)
-    finally:
-        os.close(fd)
+    job = make(repo_hub, fd, hasher=SlowHasher, hash_lag=2 * MiB)
+    job.run()
+    # Pieces go out in order and connections wait while the hasher is more than
+    # `hash_lag` behind: when the last byte lands, at most that lag and the pieces in
+    # flight are left to hash, not the file.
+    assert SIZE - job.hasher.pos <= 2 * MiB + 4 * MiB
+    starts = range_starts(repo_hub)
+    # Taken in file order: the first four requests are the first four pieces.
+    assert sorted(starts[:4]) == [0, MiB, 2 * MiB, 3 * MiB]
+    finish(job, repo_hub)
 
 
-def test_connections_are_reused_from_piece_to_piece(repo_hub: ImitationHub, part: Path) -> None:
-    fd = open_part(part)
-    try:
-        job = make(repo_hub, fd)
-        job.run()
-        gets = cdn_gets(repo_hub)
-        assert len(gets) >= SIZE // MiB  # one request per piece
-        # Each connection keeps its TCP connection: a few client ports, not one per piece.
-        assert len({r.client for r in gets}) <= 4
-        finish(job, repo_hub)
-    finally:
-        os.close(fd)
+def test_connections_are_reused_from_piece_to_piece(repo_hub: ImitationHub, fd: int) -> None:
+    job = make(repo_hub, fd)
+    job.run()
+    gets = cdn_gets(repo_hub)
+    assert len(gets) >= SIZE // MiB  # one request per piece
+    # Each connection keeps its TCP connection: a few client ports, not one per piece.
+    assert len({r.client for r in gets}) <= 4
+    finish(job, repo_hub)
 
 
-def test_an_idle_connection_takes_half_of_a_slow_piece(repo_hub: ImitationHub, part: Path) -> None:
-    fd = open_part(part)
-    try:
-        # The first piece asked for comes at 256 KB/s: 8 s alone for 2 MiB.
-        repo_hub.faults.add(path=FILE, host="cdn", method="GET", bandwidth=256_000, times=1)
-        job = make(repo_hub, fd, min_split=2 * MiB)
-        job.run()
-        starts = range_starts(repo_hub)
-        # Another connection asked for the back of a piece: a start inside a piece.
-        assert any(s % (2 * MiB) for s in starts)
-        finish(job, repo_hub)
-    finally:
-        os.close(fd)
+def test_an_idle_connection_takes_half_of_a_slow_piece(repo_hub: ImitationHub, fd: int) -> None:
+    # The first piece asked for comes at 256 KB/s: 8 s alone for 2 MiB.
+    repo_hub.faults.add(path=FILE, host="cdn", method="GET", bandwidth=256_000, times=1)
+    job = make(repo_hub, fd, min_split=2 * MiB)
+    job.run()
+    starts = range_starts(repo_hub)
+    # Another connection asked for the back of a piece: a start inside a piece.
+    assert any(s % (2 * MiB) for s in starts)
+    finish(job, repo_hub)
 
 
-def test_behind_a_per_connection_cap_the_count_grows(repo_hub: ImitationHub, part: Path) -> None:
+def test_behind_a_per_connection_cap_the_count_grows(repo_hub: ImitationHub, fd: int) -> None:
     repo_hub.bandwidth = 3 * MiB  # every response, as a CDN that caps each connection
     seen: list[int] = []
 
@@ -159,29 +150,21 @@ def test_behind_a_per_connection_cap_the_count_grows(repo_hub: ImitationHub, par
         if p.connections is not None:
             seen.append(p.connections)
 
-    fd = open_part(part)
-    try:
-        job = make(repo_hub, fd, progress, connections=None, start_connections=2)
-        job.run()
-        # It started with two and added more while the rate grew; the progress data said so.
-        assert seen[0] == 2 and max(seen) >= 4
-        assert job.plan.most >= 4
-        finish(job, repo_hub)
-    finally:
-        os.close(fd)
+    job = make(repo_hub, fd, progress, connections=None, start_connections=2)
+    job.run()
+    # It started with two and added more while the rate grew; the progress data said so.
+    assert seen[0] == 2 and max(seen) >= 4
+    assert job.plan.most >= 4
+    finish(job, repo_hub)
 
 
-def test_a_503_halves_the_connections(repo_hub: ImitationHub, part: Path) -> None:
-    fd = open_part(part)
-    try:
-        repo_hub.faults.add(path=FILE, host="cdn", method="GET", status=503, times=2)
-        job = make(repo_hub, fd, connections=None, start_connections=8, max_connections=8)
-        job.run()
-        # The server said "slow down": half as many from then on, never more again.
-        assert job.plan.ceiling <= 4 and job.plan.target <= 4
-        finish(job, repo_hub)
-    finally:
-        os.close(fd)
+def test_a_503_halves_the_connections(repo_hub: ImitationHub, fd: int) -> None:
+    repo_hub.faults.add(path=FILE, host="cdn", method="GET", status=503, times=2)
+    job = make(repo_hub, fd, connections=None, start_connections=8, max_connections=8)
+    job.run()
+    # The server said "slow down": half as many from then on, never more again.
+    assert job.plan.ceiling <= 4 and job.plan.target <= 4
+    finish(job, repo_hub)
 
 
 def test_transfers_to_one_host_share_its_connection_limit(
@@ -222,10 +205,9 @@ def test_transfers_to_one_host_share_its_connection_limit(
 
 
 def test_a_resume_does_not_idle_the_network_while_its_kept_bytes_are_hashed(
-    repo_hub: ImitationHub, part: Path
+    repo_hub: ImitationHub, fd: int
 ) -> None:
     expected = repo_hub.file_info(REPO, FILE).disk_path.read_bytes()
-    fd = open_part(part)
     try:
         os.pwrite(fd, expected[: 16 * MiB], 0)  # a resume: the first 16 MiB are kept
         SlowHasher.delay = 0.05  # 5 MB/s: 3 s to re-read the kept bytes, the rest takes less
@@ -238,34 +220,29 @@ def test_a_resume_does_not_idle_the_network_while_its_kept_bytes_are_hashed(
         finish(job, repo_hub)
     finally:
         SlowHasher.delay = 0.01
-        os.close(fd)
 
 
 def test_a_connection_that_cannot_start_fails_the_transfer_instead_of_hanging(
-    repo_hub: ImitationHub, part: Path, monkeypatch: pytest.MonkeyPatch
+    repo_hub: ImitationHub, fd: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fd = open_part(part)
 
     def no_descriptor(fd: int) -> int:
         raise OSError(24, "Too many open files")
 
-    try:
-        job = make(repo_hub, fd)
-        host = urlsplit(job.resolved.url).netloc.lower()
-        monkeypatch.setattr("worker.engine.transfer.os.dup", no_descriptor)
-        errors: list[BaseException] = []
+    job = make(repo_hub, fd)
+    host = urlsplit(job.resolved.url).netloc.lower()
+    monkeypatch.setattr("worker.engine.transfer.os.dup", no_descriptor)
+    errors: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                job.run()
-            except BaseException as exc:
-                errors.append(exc)
+    def run() -> None:
+        try:
+            job.run()
+        except BaseException as exc:
+            errors.append(exc)
 
-        runner = threading.Thread(target=run, daemon=True)
-        runner.start()
-        runner.join(20)
-        assert not runner.is_alive(), "the transfer hung"
-        assert errors and "Too many open files" in str(errors[0])
-        assert HOSTS.used(host) == 0  # the slots came back
-    finally:
-        os.close(fd)
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "the transfer hung"
+    assert errors and "Too many open files" in str(errors[0])
+    assert HOSTS.used(host) == 0  # the slots came back
