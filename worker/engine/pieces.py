@@ -48,11 +48,6 @@ class PieceQueue:
         with self._lock:
             return len(self._todo)
 
-    def remaining(self) -> int:
-        """Bytes in pieces not yet taken."""
-        with self._lock:
-            return sum(p.end - p.start for p in self._todo)
-
     def take(self) -> Piece | None:
         """The next piece in file order, else the back half of the busiest piece, else None."""
         with self._lock:
